@@ -1,16 +1,160 @@
-"""Engine: paths -> discovery -> prefilter -> per-file facts -> project index -> rules -> findings."""
-# STUB: replaced by the real engine. Signature is the contract used by cli.py.
+"""Engine: paths -> discovery -> prefilter -> per-file facts -> project index -> rules ->
+suppressions -> findings. Rules read facts; they never walk the filesystem."""
+
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
-from placement_lint.findings import Report
+from placement_lint.findings import Confidence, Finding, Report
 
 
-def lint(paths: Sequence[str | Path], config, *, jobs: int | None = None, use_cache: bool = True,
-         cache_dir: Path | None = None) -> Report:
+def display_path(path: Path, cwd: Path) -> str:
+    """Relative to the working directory when under it (DESIGN.md contract), with / separators."""
+    try:
+        return path.resolve().relative_to(cwd).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+def read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def compute_facts(items: Sequence[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
+    """Facts for (path, bytes, force) items. Top level so a process pool can run it."""
+    from placement_lint.facts import file_facts
+
+    return [file_facts(data, force=force) for _, data, force in items]
+
+
+class FactStore:
+    """Facts per file, through the content-hash cache and, for many files, a process pool."""
+
+    def __init__(self, use_cache: bool, cache_dir: Path | None, jobs: int | None):
+        from placement_lint.cache import FactsCache
+
+        self.cache = FactsCache(cache_dir) if use_cache and cache_dir is not None else None
+        self.jobs = jobs
+
+    def facts_for(self, items: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        todo: list[int] = []
+        for i, (_, data, force) in enumerate(items):
+            hit = self.cache.get(data, force) if self.cache is not None else None
+            if hit is not None:
+                results[i] = hit
+            else:
+                todo.append(i)
+        if todo:
+            computed = self._compute([items[i] for i in todo])
+            for i, facts in zip(todo, computed):
+                results[i] = facts
+                if self.cache is not None:
+                    self.cache.put(items[i][1], items[i][2], facts)
+        return results  # type: ignore[return-value]
+
+    def _compute(self, items: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
+        from placement_lint.parallel import map_chunked
+
+        return map_chunked(compute_facts, items, jobs=self.jobs)
+
+
+def lint(
+    paths: Sequence[str | Path],
+    config,
+    *,
+    jobs: int | None = None,
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+    cwd: Path | None = None,
+) -> Report:
+    from placement_lint import prefilter
     from placement_lint.discovery import discover
 
+    start = time.perf_counter()
+    cwd = (cwd or Path.cwd()).resolve()
     files = discover(paths, config)
-    return Report(findings=[], errors=[], files_seen=len(files))
+    if cache_dir is None and use_cache:
+        cache_dir = Path(getattr(config, "root", cwd)) / ".placement_lint_cache"
+    store = FactStore(use_cache, cache_dir, jobs)
+
+    errors: list[dict[str, Any]] = []
+    facts: dict[str, dict[str, Any]] = {}
+    skipped: list[tuple[str, bytes]] = []
+    candidates: list[tuple[str, bytes, bool]] = []
+    for path in files:
+        shown = display_path(path, cwd)
+        try:
+            data = read_bytes(path)
+        except OSError as exc:
+            errors.append({"path": shown, "message": f"cannot read file: {exc.strerror or exc}"})
+            continue
+        if prefilter.might_match(data):
+            candidates.append((shown, data, False))
+        else:
+            skipped.append((shown, data))
+    for (shown, _, _), f in zip(candidates, store.facts_for(candidates)):
+        facts[shown] = f
+
+    from placement_lint.index import ProjectIndex
+
+    index = ProjectIndex(facts)
+    # Phase two: files that apply a project style by name have no static trigger token; now that
+    # the index knows the leaky style names, scan the skipped files for them.
+    names = sorted(index.leaky_style_names())
+    if names and skipped:
+        tokens = [n.encode() for n in names]
+        late = [(shown, data, True) for shown, data in skipped if any(t in data for t in tokens)]
+        if late:
+            for (shown, _, _), f in zip(late, store.facts_for(late)):
+                facts[shown] = f
+            index = ProjectIndex(facts)
+    index.count_style_uses()
+
+    findings = list(run_rules(index, config))
+    findings.sort(key=Finding.sort_key)
+    return Report(
+        findings=findings,
+        errors=errors,
+        files_seen=len(files),
+        files_parsed=sum(1 for f in facts.values() if f.get("parsed")),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def run_rules(index, config) -> Iterable[Finding]:
+    from placement_lint.rule import FileContext, all_rules
+    from placement_lint.suppression import is_suppressed
+
+    rules = [r() for r in all_rules()]
+    min_conf = getattr(config, "min_confidence", Confidence.MEDIUM)
+    for path, facts in index.iter_files():
+        table = facts.get("suppressions") or {}
+        found: list[Finding] = []
+        err = facts.get("error")
+        if err:
+            found.append(parse_error_finding(path, err))
+        ctx = FileContext(path=path, facts=facts, index=index)
+        for rule in rules:
+            if rule.CODE == "DTP000" or not config.rule_enabled(rule.CODE, path):
+                continue
+            found.extend(rule.check(ctx))
+        for f in found:
+            if f.code == "DTP000" and not config.rule_enabled("DTP000", path):
+                continue
+            if f.confidence < min_conf and f.code != "DTP000":
+                continue
+            if is_suppressed(table, f.line, f.code, f.slug):
+                continue
+            yield f
+
+
+def parse_error_finding(path: str, err: dict[str, Any]) -> Finding:
+    return Finding(
+        code="DTP000", slug="parse-error", path=path, line=err["line"], column=err["column"],
+        end_line=err["line"], end_column=err["column"], message=err["message"], confidence=Confidence.HIGH,
+    )

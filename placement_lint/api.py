@@ -1,0 +1,122 @@
+"""What the analyzer knows about torch's APIs, as data (TorchFix-style), not code.
+
+Names are *canonical keys*: the last component of a qualified name under `torch` (or of an
+unresolved name, since projects re-export these). Private and public module paths map to the same
+key, so `torch.distributed._tensor.Replicate` and `torch.distributed.tensor.Replicate` agree.
+"""
+
+from __future__ import annotations
+
+# --- Placements -------------------------------------------------------------------------------
+#: constructor -> placement letter (R = Replicate, S = Shard, P = Partial)
+PLACEMENT_CONSTRUCTORS = {
+    "Replicate": "R",
+    "Shard": "S",
+    "_StridedShard": "S",
+    "Partial": "P",
+    "_Partial": "P",
+    "_NormPartial": "P",
+    "MaskPartial": "P",
+    "_MaskPartial": "P",
+}
+
+# --- Entering DTensor: (positional index of placements, keyword) and the default placement ------
+DTENSOR_CONSTRUCTORS = {
+    "distribute_tensor": (2, "placements"),
+    "from_local": (2, "placements"),  # DTensor.from_local(local, mesh, placements)
+}
+#: DTensor method -> (positional index of placements among the call's args, keyword)
+DTENSOR_REDISTRIBUTE = {"redistribute": (1, "placements")}
+
+# --- Leaving DTensor ---------------------------------------------------------------------------
+EXIT_METHODS = ("to_local", "full_tensor")
+
+# --- ParallelStyles: flag keyword -> (layout keyword, default layout, default flag) ------------
+# Defaults checked against torch 2.13 torch/distributed/tensor/parallel/style.py.
+# A layout of None means "required argument / no default".
+STYLES: dict[str, dict[str, tuple[str, str | None, bool]]] = {
+    "ColwiseParallel": {"use_local_output": ("output_layouts", "S", True)},
+    "RowwiseParallel": {"use_local_output": ("output_layouts", "R", True)},
+    "SequenceParallel": {"use_local_output": ("", "S", False)},
+    "PrepareModuleInput": {"use_local_output": ("desired_input_layouts", None, False)},
+    "PrepareModuleOutput": {"use_local_output": ("desired_output_layouts", None, True)},
+    "PrepareModuleInputOutput": {
+        "use_local_input": ("desired_input_layouts", None, False),
+        "use_local_output": ("desired_output_layouts", None, True),
+    },
+}
+#: float8 / other libraries' subclasses of the torch styles behave like their parent
+STYLE_ALIASES = {
+    "Float8ColwiseParallel": "ColwiseParallel",
+    "Float8RowwiseParallel": "RowwiseParallel",
+    "PrepareFloat8ModuleInput": "PrepareModuleInput",
+}
+STYLE_BASES = {"ParallelStyle", *STYLES, *STYLE_ALIASES}
+
+# --- local_map ---------------------------------------------------------------------------------
+#: positional order of local_map's parameters
+LOCAL_MAP_PARAMS = ("func", "out_placements", "in_placements", "in_grad_placements", "device_mesh")
+LOCAL_MAP_NAMES = {"local_map", "LocalMapConfig"}
+
+# --- Rank values ---------------------------------------------------------------------------------
+#: functions returning this process's rank (resolved through imports: dist.get_rank, ...)
+RANK_FUNCTIONS = {"get_rank", "get_local_rank", "get_node_local_rank", "get_global_rank", "get_group_rank"}
+#: methods returning a rank (mesh.get_local_rank(), group.rank(), mesh.get_coordinate())
+RANK_METHODS = {"get_local_rank", "get_rank", "rank", "get_coordinate", "get_group_rank"}
+#: environment variables that hold a rank
+RANK_ENV_VARS = {"RANK", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK"}
+#: a parameter or attribute named like this probably holds a rank (lower confidence: name only)
+RANK_NAME_SUFFIXES = ("rank",)
+
+# --- Rank-dependent data -------------------------------------------------------------------------
+#: calls whose result differs across ranks (token dispatch, all-to-all)
+RANKDEP_CALL_SUBSTRINGS = ("all_to_all", "dispatch", "alltoall")
+#: iterating over an attribute/name containing one of these yields per-rank modules (EP experts)
+PER_RANK_ITERABLE_SUBSTRINGS = ("local_expert", "experts")
+
+# --- Values that carry no gradient ----------------------------------------------------------------
+#: attributes that read metadata only (no data flows into autograd)
+METADATA_ATTRS = {
+    "shape", "dtype", "device", "ndim", "is_cuda", "is_meta", "layout", "requires_grad", "grad_fn",
+    "placements", "device_mesh", "is_leaf", "names", "itemsize", "nbytes", "is_sparse",
+}
+#: methods that return metadata or plain Python numbers
+METADATA_METHODS = {
+    "size", "dim", "numel", "stride", "element_size", "is_contiguous", "data_ptr", "storage_offset",
+    "nelement", "item", "tolist", "get_device", "untyped_storage", "is_floating_point", "ndimension",
+}
+#: methods that cut the autograd graph
+DETACH_METHODS = {"detach", "detach_", "numpy", "cpu_numpy"}
+#: calls / methods producing integer or boolean tensors (indices, ids, masks)
+INT_TENSOR_FUNCTIONS = {
+    "randint", "randint_like", "argsort", "argmax", "argmin", "bincount", "searchsorted", "bucketize",
+    "nonzero", "randperm", "multinomial", "histc", "isin", "isnan", "isinf", "isfinite", "unique",
+    "unique_consecutive", "arange", "logical_and", "logical_or", "logical_not", "eq", "ne", "lt",
+    "le", "gt", "ge", "cumsum_int",
+}
+INT_TENSOR_METHODS = {
+    "long", "int", "short", "bool", "byte", "char", "argsort", "argmax", "argmin", "nonzero",
+    "bincount", "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "logical_and", "logical_or",
+}
+INT_DTYPES = {"long", "int64", "int32", "int", "int16", "int8", "uint8", "bool", "short"}
+#: variable-name suffixes that mark integer id / index / mask tensors in practice
+INT_NAME_SUFFIXES = ("ids", "idx", "indices", "index", "mask", "_id", "offsets", "counts")
+
+#: Python sequence producers
+LIST_FUNCTIONS = {"list", "range", "tuple", "sorted", "enumerate", "zip", "reversed", "dict", "set"}
+LIST_METHODS = {"tolist", "keys", "values", "items"}
+
+#: tensor splitting functions/methods whose result is indexed per rank
+SPLIT_FUNCTIONS = {"chunk", "split", "tensor_split", "unbind", "hsplit", "vsplit", "split_with_sizes"}
+
+#: grad-mode contexts / decorators that make a region non-differentiable
+NO_GRAD_CONTEXTS = {"no_grad", "inference_mode"}
+#: base classes whose forward/backward run outside autograd's recording
+AUTOGRAD_FUNCTION_BASES = {"Function", "InplaceFunction"}
+
+#: calls that only observe values (no gradient leaves through them)
+OBSERVER_CALLS = {
+    "print", "len", "isinstance", "issubclass", "repr", "str", "hasattr", "getattr", "id", "type",
+    "assert_close", "allclose", "equal", "format", "debug", "info", "warning", "error", "log",
+    "range", "enumerate", "zip", "super", "iter", "next", "bool", "float", "int",
+}

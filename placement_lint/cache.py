@@ -1,0 +1,48 @@
+"""Content-hash cache of per-file facts. Facts are a pure function of a file's bytes, so the key
+is the bytes' hash plus the tool and facts versions; config is applied after facts, so it is not
+part of the key. Writes are atomic (temp file + rename), so concurrent runs are safe."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from placement_lint import __version__
+from placement_lint.facts import FACTS_VERSION
+
+
+class FactsCache:
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.salt = f"{__version__}:{FACTS_VERSION}:".encode()
+        self._ok = True
+
+    def key(self, data: bytes, force: bool) -> str:
+        return hashlib.blake2b(self.salt + (b"F" if force else b"-") + data, digest_size=20).hexdigest()
+
+    def get(self, data: bytes, force: bool) -> dict[str, Any] | None:
+        path = self.dir / (self.key(data, force) + ".json")
+        try:
+            with open(path, "rb") as fh:
+                return json.loads(fh.read())
+        except (OSError, ValueError):
+            return None  # missing or torn entry: recompute
+
+    def put(self, data: bytes, force: bool, facts: dict[str, Any]) -> None:
+        if not self._ok:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            gitignore = self.dir / ".gitignore"
+            if not gitignore.exists():
+                gitignore.write_text("*\n")
+            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(facts, fh, separators=(",", ":"))
+            os.replace(tmp, self.dir / (self.key(data, force) + ".json"))
+        except OSError:
+            self._ok = False  # read-only checkout: run uncached rather than fail

@@ -1,0 +1,138 @@
+"""Project index: the cross-file facts rules need (which classes are ParallelStyles, which of them
+leave DTensor without grad placements in a hook, where each style is applied)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from placement_lint import api
+
+
+@lru_cache(maxsize=4096)
+def _package_dirs(directory: str) -> tuple[str, ...]:
+    """Names of the enclosing packages of `directory`, outermost first (dirs with __init__.py)."""
+    parts: list[str] = []
+    d = directory
+    while os.path.isfile(os.path.join(d, "__init__.py")):
+        parts.append(os.path.basename(d))
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return tuple(reversed(parts))
+
+
+def module_name(path: str | Path) -> str:
+    """Dotted module name of a file, from the packages (dirs with __init__.py) that enclose it."""
+    p = os.path.abspath(path)
+    stem = os.path.splitext(os.path.basename(p))[0]
+    pkgs = _package_dirs(os.path.dirname(p))
+    parts = list(pkgs) if stem == "__init__" else [*pkgs, stem]
+    return ".".join(parts) or stem
+
+
+class ProjectIndex:
+    def __init__(self, files: dict[str, dict[str, Any]]):
+        self.files = files
+        self.modules = {path: module_name(path) for path, facts in files.items() if facts.get("classes") or facts.get("sites")}
+        self.classes: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.by_name: dict[str, list[str]] = {}
+        for path, facts in files.items():
+            for c in facts.get("classes", ()):
+                fqn = f"{self.modules.get(path, '')}.{c['qualname']}"
+                self.classes[fqn] = (path, c)
+                self.by_name.setdefault(c["name"], []).append(fqn)
+        self._style_cache: dict[str, bool] = {}
+        self.style_uses: dict[str, int] = {}
+
+    # -- name resolution -----------------------------------------------------------------------
+    def resolve(self, ref: str, from_path: str) -> str | None:
+        """Fully qualified name of the project class that `ref` (as imported in from_path) names."""
+        if not ref:
+            return None
+        if ref.startswith("."):
+            level = len(ref) - len(ref.lstrip("."))
+            mod = self.modules.get(from_path) or module_name(from_path)
+            pkg = mod.split(".")
+            is_init = os.path.basename(from_path) == "__init__.py"
+            pkg = pkg if is_init else pkg[:-1]
+            base = pkg[: len(pkg) - (level - 1)] if level > 1 else pkg
+            ref = ".".join([*base, ref.lstrip(".")]) if base else ref.lstrip(".")
+        if ref in self.classes:
+            return ref
+        # the same class reached through a different package root (e.g. `src.` prefix): suffix match
+        suffix = [fqn for fqn in self.classes if fqn.endswith("." + ref) or ref.endswith("." + fqn)]
+        if len(suffix) == 1:
+            return suffix[0]
+        name = ref.rsplit(".", 1)[-1]
+        same_file = f"{self.modules.get(from_path, '')}.{name}"
+        if same_file in self.classes:
+            return same_file
+        cands = self.by_name.get(name, [])
+        return cands[0] if len(cands) == 1 else None
+
+    def class_fqn(self, path: str, qualname: str) -> str:
+        return f"{self.modules.get(path, module_name(path))}.{qualname}"
+
+    # -- styles ----------------------------------------------------------------------------------
+    def is_style(self, fqn: str, _seen: frozenset = frozenset()) -> bool:
+        if fqn in self._style_cache:
+            return self._style_cache[fqn]
+        entry = self.classes.get(fqn)
+        result = False
+        if entry is not None and fqn not in _seen:
+            path, c = entry
+            if c.get("torch_style"):
+                result = True
+            else:
+                for base in c.get("bases", ()):
+                    target = self.resolve(base, path)
+                    if target and self.is_style(target, _seen | {fqn}):
+                        result = True
+                        break
+                    if base.rsplit(".", 1)[-1] in api.STYLE_BASES and target is None:
+                        result = True
+                        break
+        self._style_cache[fqn] = result
+        return result
+
+    def leak(self, fqn: str, _seen: frozenset = frozenset()) -> tuple[str, dict[str, Any]] | None:
+        """(path, exit site) of a bare to_local()/full_tensor() in the style's hooks, own or inherited."""
+        entry = self.classes.get(fqn)
+        if entry is None or fqn in _seen:
+            return None
+        path, c = entry
+        sites = self.files[path]["sites"]
+        for i in c.get("bare_exits", ()):
+            site = sites[i]
+            if site.get("used", True) and not site.get("guard"):
+                return path, site
+        for base in c.get("bases", ()):
+            target = self.resolve(base, path)
+            if target:
+                found = self.leak(target, _seen | {fqn})
+                if found:
+                    return found
+        return None
+
+    def leaky_styles(self) -> list[str]:
+        return [fqn for fqn in self.classes if self.is_style(fqn) and self.leak(fqn)]
+
+    def leaky_style_names(self) -> set[str]:
+        return {fqn.rsplit(".", 1)[-1] for fqn in self.leaky_styles()}
+
+    def count_style_uses(self) -> None:
+        """How many use sites each project style has (a style never applied is reported at its hook)."""
+        self.style_uses = {}
+        for path, facts in self.files.items():
+            for site in facts.get("sites", ()):
+                if site["kind"] == "style_candidate":
+                    fqn = self.resolve(site["ref"], path)
+                    if fqn is not None and self.is_style(fqn):
+                        self.style_uses[fqn] = self.style_uses.get(fqn, 0) + 1
+
+    def iter_files(self) -> Iterable[tuple[str, dict[str, Any]]]:
+        return self.files.items()

@@ -1,0 +1,42 @@
+"""Byte-level prefilter: a file that mentions none of these tokens cannot hold a finding, so it is
+never decoded, never parsed, and LibCST is never imported for it (TorchFix's trick)."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from placement_lint import api
+
+#: tokens whose presence makes a file a candidate. Every site kind the analyzer emits needs one:
+#: exits (to_local/full_tensor), styles (their names, ParallelStyle), local_map, rank APIs.
+TRIGGER_TOKENS: tuple[bytes, ...] = tuple(
+    t.encode()
+    for t in (
+        *api.EXIT_METHODS,
+        "use_local_output",
+        "use_local_input",
+        "local_map",
+        "LocalMapConfig",
+        "ParallelStyle",
+        *sorted(api.STYLES),
+        *sorted(api.STYLE_ALIASES),
+        "get_rank",
+        "get_local_rank",
+        "get_node_local_rank",
+        "get_coordinate",
+        "rank()",
+        "LOCAL_RANK",
+        "\"RANK\"",
+        "'RANK'",
+    )
+)
+
+_PATTERN = re.compile(b"|".join(re.escape(t) for t in TRIGGER_TOKENS))
+
+
+def might_match(data: bytes, extra: Iterable[bytes] = ()) -> bool:
+    """True when `data` mentions a trigger token (or one of `extra`, e.g. project style names)."""
+    if _PATTERN.search(data) is not None:
+        return True
+    return any(tok in data for tok in extra)

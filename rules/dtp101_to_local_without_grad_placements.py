@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+from placement_lint.findings import Confidence, Related
+from placement_lint.rule import Example, FileContext, Rule
+
+
+class ToLocalWithoutGradPlacements(Rule):
+    """
+    What it does
+        Flags `dt.to_local()` and `dt.full_tensor()` calls without `grad_placements` whose forward
+        placement is (or may be) Replicate or Partial, when the local result is used in
+        differentiable code.
+
+    Why it breaks the gradient
+        `to_local()` does no communication in backward: it only *labels* the incoming gradient
+        with `grad_placements`, defaulting to the forward placement (Replicate). When ranks did
+        different work downstream of the local tensor (it met the local shard of a sharded
+        weight, a rank slice, per-rank experts, an all-to-all), each rank's gradient is only its
+        share, the true gradient is Partial, and the label "Replicate" makes DTensor skip the
+        all-reduce. Nothing crashes; replicated weights upstream drift apart from the first step.
+        For `full_tensor()` the default backward keeps only this rank's chunk of this rank's
+        contribution.
+
+    Example
+        x = DTensor.from_local(x, mesh, [Replicate()])
+        w = distribute_tensor(w, mesh, [Shard(0)])
+        h = x.to_local() @ w.to_local().t()   # every rank computes a different slice of h
+
+    Use instead
+        h = x.to_local(grad_placements=(Partial(),)) @ w.to_local().t()
+
+    Fix safety
+        Unsafe. `Partial` is right only when ranks really did different work downstream; if
+        every consumer is replicated, the gradient is already complete and Partial over-counts it
+        by the mesh size. `placement-lint confirm` checks which on a real mesh (verdicts
+        `confirmed` / `double-count`).
+
+    Confidence
+        high: the forward placement is Replicate/Partial (or the call gathers) and the local
+        result meets rank-dependent data in the same scope. medium: the placement is known
+        Replicate/Partial and the local result leaves the scope (returned, passed on, stored), or
+        the placement is unknown but it meets rank-dependent data. low: otherwise.
+    """
+
+    CODE = "DTP101"
+    SLUG = "to-local-without-grad-placements"
+    SUMMARY = "to_local()/full_tensor() without grad_placements where ranks may compute different gradients"
+    FIX = "unsafe"
+
+    INVALID = [
+        Example(
+            """
+            import torch
+            from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+            def expert_matmul(x, w, mesh):
+                x = DTensor.from_local(x, mesh, [Replicate()])
+                w = distribute_tensor(w, mesh, [Shard(0)])
+                h = x.to_local()  # expect: DTP101 high
+                return h @ w.to_local().t()
+            """,
+            "a replicated activation meets the local shard of a sharded weight",
+        ),
+        Example(
+            """
+            import torch.distributed as dist
+            from torch.distributed.tensor import DTensor as DT, Shard
+
+            def gather_tokens(tokens, mesh, n_local, experts, expert_ids):
+                tokens = DT.from_local(tokens, mesh, [Shard(0)])
+                full = tokens.full_tensor()  # expect: DTP101 high
+                ep_rank = dist.get_rank()
+                mine = full[expert_ids == ep_rank]
+                return experts(mine)
+            """,
+            "a gathered tensor used for rank-dependent work",
+        ),
+        Example(
+            """
+            from functools import partial
+            from torch.distributed.tensor import Replicate, distribute_tensor
+
+            replicate = partial(distribute_tensor, placements=[Replicate()])
+
+            def route(logits, mesh):
+                g = replicate(logits, mesh)
+                return g.to_local()  # expect: DTP101 medium
+            """,
+            "placement known through functools.partial; the local tensor leaves the function",
+        ),
+        Example(
+            """
+            import torch
+            from torch import nn
+            from torch.distributed._tensor import distribute_tensor, Replicate, Shard
+
+            REPLICATE = (Replicate(),)
+
+            class RowwiseBias(nn.Module):
+                def __init__(self, mesh):
+                    super().__init__()
+                    self.weight = nn.Parameter(distribute_tensor(torch.randn(8, 8), mesh, [Shard(1)]))
+                    self.bias = nn.Parameter(distribute_tensor(torch.randn(8), mesh, REPLICATE))
+
+                def forward(self, x_local):
+                    y = x_local @ self.weight.to_local().t()
+                    return y + self.bias.to_local()  # expect: DTP101 high
+            """,
+            "placements from a module constant and constructor fields",
+        ),
+    ]
+    VALID = [
+        Example(
+            """
+            from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+
+            def expert_matmul(x, w):
+                return x.to_local(grad_placements=(Partial(),)) @ w.to_local().t()
+            """,
+            "explicit grad_placements",
+        ),
+        Example(
+            """
+            from torch.distributed.tensor import distribute_tensor, Shard
+
+            def shard_matmul(x, w, mesh):
+                w = distribute_tensor(w, mesh, [Shard(0)])
+                return x @ w.to_local().t()
+            """,
+            "to_local() of an all-Shard DTensor",
+        ),
+        Example(
+            """
+            def shapes(x):
+                return x.to_local().shape
+            """,
+            "metadata only",
+        ),
+        Example(
+            """
+            import torch
+            from torch.distributed.tensor import DTensor, Replicate
+
+            def init(x, mesh):
+                x = DTensor.from_local(x, mesh, [Replicate()])
+                with torch.no_grad():
+                    buf = x.to_local()
+                    return buf * 2
+            """,
+            "no_grad region",
+        ),
+        Example(
+            """
+            import torch.nn.functional as F
+            from torch.distributed.tensor import DTensor, Replicate
+
+            def gate(x, w, mesh):
+                w = DTensor.from_local(w, mesh, [Replicate()])
+                scores = F.linear(x, w.to_local()).softmax(-1)
+                return DTensor.from_local(scores, mesh, [Replicate()])
+            """,
+            "replicated downstream, re-wrapped as Replicate: the label is right",
+        ),
+    ]
+
+    def check(self, ctx: FileContext):
+        for site in ctx.sites("exit"):
+            if site.get("guard") or not site.get("used"):
+                continue
+            if site.get("cls") and ctx.index.is_style(ctx.index.class_fqn(ctx.path, site["cls"])):
+                continue  # a ParallelStyle hook: DTP102 reports it where the style is applied
+            yield self.evaluate(ctx, site)
+
+    def evaluate(self, ctx: FileContext, site: dict):
+        api = site["api"]
+        placements = site.get("placements")
+        known = api == "full_tensor" or (placements is not None and bool({"R", "P"} & set(placements)))
+        meets = site.get("meets") or []
+        escapes = site.get("escapes") or []
+        call = f".{api}()"
+        related = []
+        if meets:
+            confidence = Confidence.HIGH if known else Confidence.MEDIUM
+            where = site.get("meets_lines", [None])[0]
+            evidence = f"the local result {meets[0]}" + (f" (line {where})" if where else "")
+            related = [Related(ctx.path, ln, f"rank-dependent use: {why}") for ln, why in zip(site.get("meets_lines", []), meets)]
+        elif escapes:
+            confidence = Confidence.MEDIUM if known else Confidence.LOW
+            evidence = f"the local tensor is {escapes[0]}, so its consumers are not visible here"
+        else:
+            confidence = Confidence.LOW
+            evidence = "no rank-dependent use is visible"
+        names = {"R": "Replicate", "P": "Partial", "S": "Shard"}
+        placement = "/".join(names.get(p, p) for p in placements) if placements else "unknown"
+        if api == "full_tensor":
+            lost = ("the default backward keeps only this rank's chunk of this rank's contribution "
+                    "(no reduce-scatter)")
+            fix = "full_tensor(grad_placements=[Partial()])"
+        else:
+            lost = (f"the gradient is labelled with the forward placement ({placement}), so if ranks "
+                    "computed different gradients the all-reduce is skipped")
+            fix = "to_local(grad_placements=(Partial(),))"
+        message = f"`{call}` without grad_placements: {evidence}; {lost}. If ranks do different work downstream, write `{fix}`"
+        return self.finding(ctx, site, message, confidence, related=related)

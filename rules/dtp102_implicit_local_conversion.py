@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+from placement_lint.findings import Confidence, Related
+from placement_lint.rule import Example, FileContext, Rule
+
+_NAMES = {"R": "Replicate", "P": "Partial", "S": "Shard", "?": "an unknown layout"}
+
+
+class ImplicitLocalConversion(Rule):
+    """
+    What it does
+        Flags ParallelStyles that convert DTensors to local tensors without grad placements:
+        torch styles with `use_local_output=True` / `use_local_input=True` whose layout is or may
+        be Replicate/Partial, and every place where a project ParallelStyle whose hook calls
+        `to_local()` bare is applied (for example `{"moe.router.gate": NoParallel()}`), with a
+        related location pointing at the hook.
+
+    Why it breaks the gradient
+        A style's forward hook that returns `outputs.to_local()` is the same bug as a bare
+        `to_local()`, one level removed from the code that looks at it: the gradient coming back
+        into the hook is labelled Replicate. If the module's output then meets rank-dependent
+        work (sharded experts, a rank slice of tokens), each rank's gradient is partial, no
+        all-reduce runs, and the module's replicated weights (an MoE router gate) drift apart.
+
+    Example
+        parallelize_module(model, mesh, {"moe.router.gate": NoParallel()})
+        # where NoParallel._prepare_output_fn returns outputs.to_local()
+
+    Use instead
+        In the hook: `outputs.to_local(grad_placements=(Partial(),))` when the consumers are
+        rank-dependent, or keep the output a DTensor (`use_local_output=False`).
+
+    Fix safety
+        No automatic fix: the change belongs in the style's hook, and Partial is only right when
+        the consumers really are rank-dependent (`placement-lint confirm` tells).
+
+    Confidence
+        medium: an explicit `use_local_output=True` with a Replicate/Partial (or unknown) layout,
+        or a project style whose hook leaves DTensor bare. low: the flag is on only by default
+        (e.g. `RowwiseParallel()`, whose Replicate output is usually consumed by replicated code).
+    """
+
+    CODE = "DTP102"
+    SLUG = "implicit-local-conversion"
+    SUMMARY = "a ParallelStyle converts to local tensors without grad placements (use_local_output, bare to_local in a hook)"
+
+    INVALID = [
+        Example(
+            """
+            from torch.distributed.tensor import Replicate
+            from torch.distributed.tensor.parallel import PrepareModuleOutput, parallelize_module
+
+            def apply(model, mesh):
+                plan = {
+                    "router": PrepareModuleOutput(output_layouts=Replicate(), desired_output_layouts=Replicate(), use_local_output=True),  # expect: DTP102 medium
+                }
+                parallelize_module(model, mesh, plan)
+            """,
+            "explicit use_local_output=True with a Replicate layout",
+        ),
+        Example(
+            {
+                "pkg/__init__.py": "",
+                "pkg/styles.py": """
+                    from torch.distributed.tensor import DTensor, Replicate
+                    from torch.distributed.tensor.parallel import ParallelStyle
+
+                    class NoParallel(ParallelStyle):
+                        @staticmethod
+                        def _prepare_output_fn(use_local_output, mod, outputs, device_mesh):
+                            return outputs.to_local() if use_local_output else outputs
+                    """,
+                "pkg/model.py": """
+                    from torch.distributed.tensor.parallel import parallelize_module
+                    from .styles import NoParallel
+
+                    def apply(model, mesh):
+                        parallelize_module(model, mesh, {"moe.router.gate": NoParallel()})  # expect: DTP102 medium
+                    """,
+            },
+            "a project style (defined in another file) whose hook calls to_local() bare",
+        ),
+    ]
+    VALID = [
+        Example(
+            """
+            from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
+
+            plan = {
+                "wq": ColwiseParallel(use_local_output=True),
+                "norm": SequenceParallel(use_local_output=True),
+                "wo": RowwiseParallel(use_local_output=False),
+            }
+            """,
+            "Shard layouts, or the output stays a DTensor",
+        ),
+        Example(
+            {
+                "styles.py": """
+                    from torch.distributed.tensor import Partial
+                    from torch.distributed.tensor.parallel import ParallelStyle
+
+                    class NoParallel(ParallelStyle):
+                        @staticmethod
+                        def _prepare_output_fn(mod, outputs, device_mesh):
+                            return outputs.to_local(grad_placements=(Partial(),))
+                    """,
+                "model.py": """
+                    from styles import NoParallel
+
+                    plan = {"moe.router.gate": NoParallel()}
+                    """,
+            },
+            "the style's hook declares grad placements",
+        ),
+    ]
+
+    def check(self, ctx: FileContext):
+        for site in ctx.sites("style"):
+            found = self.torch_style(ctx, site)
+            if found is not None:
+                yield found
+        for site in ctx.sites("style_candidate"):
+            found = self.project_style(ctx, site)
+            if found is not None:
+                yield found
+        # a leaky project style that is never applied in the files analysed: report at its hook
+        for c in ctx.facts.get("classes", ()):
+            fqn = ctx.index.class_fqn(ctx.path, c["qualname"])
+            if ctx.index.is_style(fqn) and ctx.index.style_uses.get(fqn, 0) == 0:
+                leak = ctx.index.leak(fqn)
+                if leak is not None and leak[0] == ctx.path:
+                    site = leak[1]
+                    yield self.finding(
+                        ctx, site,
+                        f"ParallelStyle `{c['name']}` leaves DTensor with a bare `.{site['api']}()` in its hook; no place "
+                        "where it is applied was found among the files analysed. Every module it is applied to gets its "
+                        "gradient labelled Replicate: pass `grad_placements=(Partial(),)` if that module's output meets "
+                        "rank-dependent work",
+                        Confidence.MEDIUM,
+                    )
+
+    def torch_style(self, ctx: FileContext, site: dict):
+        worst = None
+        for flag, info in site["flags"].items():
+            if not info["value"]:
+                continue
+            layout = set(info["layout"])
+            if layout == {"S"}:
+                continue
+            # on only by default (RowwiseParallel()): usually feeds replicated code, so low
+            conf = Confidence.LOW if info["how"] == "default" else Confidence.MEDIUM
+            if worst is None or conf > worst[0]:
+                worst = (conf, flag, info)
+        if worst is None:
+            return None
+        conf, flag, info = worst
+        layout = "/".join(_NAMES.get(p, p) for p in info["layout"])
+        where = f" for `{site['plan_key']}`" if site.get("plan_key") else ""
+        side = "input" if flag == "use_local_input" else "output"
+        message = (
+            f"`{site['style']}({flag}=True)`{where} hands the {side} to plain torch code with layout {layout} and no grad "
+            f"placements: its gradient is labelled {layout}, so if ranks compute different gradients downstream the "
+            f"reduction is skipped. Keep the {side} a DTensor (`{flag}=False`) or convert it with "
+            "`to_local(grad_placements=(Partial(),))` where consumers are rank-dependent"
+        )
+        return self.finding(ctx, site, message, conf)
+
+    def project_style(self, ctx: FileContext, site: dict):
+        index = ctx.index
+        fqn = index.resolve(site["ref"], ctx.path)
+        if fqn is None or not index.is_style(fqn):
+            return None
+        if any(v is False for v in site.get("flags", {}).values()):
+            return None  # applied with use_local_output=False: the output stays a DTensor
+        leak = index.leak(fqn)
+        if leak is None:
+            return None
+        hook_path, hook_site = leak
+        where = f" to `{site['plan_key']}`" if site.get("plan_key") else ""
+        line = hook_site["pos"][0]
+        message = (
+            f"ParallelStyle `{site['name']}` applied{where} leaves DTensor in its hook "
+            f"(`{hook_site.get('symbol', '')}`, {hook_site['api']}() at {hook_path}:{line}) without grad placements: the "
+            "module's output gradient is labelled Replicate, so if tokens then meet rank-dependent work (sharded "
+            "experts, a rank slice) each rank keeps a partial gradient and its replicated weights drift apart. Use "
+            "`to_local(grad_placements=(Partial(),))` in the hook"
+        )
+        related = [Related(hook_path, line, f"bare {hook_site['api']}() in {hook_site.get('symbol', 'the hook')}")]
+        return self.finding(ctx, site, message, Confidence.MEDIUM, related=related)

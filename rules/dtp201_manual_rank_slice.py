@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+from placement_lint.findings import Confidence
+from placement_lint.rule import Example, FileContext, Rule
+
+_OPS = {
+    "slice": "a slice",
+    "index": "an index",
+    "slice_assign": "a slice assignment",
+    "narrow": "`narrow`",
+    "chunk": "`chunk(...)[rank]`",
+    "split": "`split(...)[rank]`",
+    "tensor_split": "`tensor_split(...)[rank]`",
+    "unbind": "`unbind(...)[rank]`",
+}
+
+
+class ManualRankSlice(Rule):
+    """
+    What it does
+        Flags slices, `narrow`, `chunk(...)[r]`, `split(...)[r]`, `tensor_split(...)[r]` and
+        slice assignments whose position derives from this process's rank (`get_rank()`,
+        `mesh.get_local_rank()`, `group.rank()`, names and attributes assigned from them,
+        `offset = rank * n` arithmetic), on tensors in differentiable code.
+
+    Why it breaks the gradient
+        A rank-indexed slice of a replicated tensor computes the same forward as
+        `redistribute(Shard(d))`, but its backward is a zero-padded gradient that is non-zero only
+        in this rank's slice, where redistribute's backward would all-gather. Unless something
+        downstream declares the gradient Partial, the replicated weights upstream receive
+        rank-dependent gradients and drift apart.
+
+    Example
+        local_rank = mesh.get_local_rank()
+        offset = local_rank * n
+        x_local = x[offset:offset + n]
+
+    Use instead
+        x_local = DTensor.from_local(x, mesh, [Replicate()]).redistribute(mesh, [Shard(0)]).to_local()
+
+    Fix safety
+        No automatic fix: the DTensor rewrite depends on the mesh and the slice's dimension.
+
+    Confidence
+        high: the sliced tensor is a parameter or a DTensor. medium: the rank comes from a rank
+        API. low: the index is only named like a rank (`rank`, `tp_rank` parameters).
+        Not flagged: `no_grad` / `inference_mode` regions, `autograd.Function` bodies, integer or
+        boolean tensors, Python lists.
+    """
+
+    CODE = "DTP201"
+    SLUG = "manual-rank-slice"
+    SUMMARY = "a rank-indexed slice stands in for redistribute(Shard(d)) and drops the backward all-gather"
+
+    INVALID = [
+        Example(
+            """
+            def split_tokens(x, mesh):
+                local_rank = mesh.get_local_rank()
+                n = x.shape[0] // mesh.size()
+                offset = local_rank * n
+                return x[offset:offset + n]  # expect: DTP201 medium
+            """,
+            "offset arithmetic from mesh.get_local_rank()",
+        ),
+        Example(
+            """
+            import torch
+            import torch.distributed as dist
+            from torch import nn
+
+            class ShardedHead(nn.Module):
+                def __init__(self, dim, tp):
+                    super().__init__()
+                    self.tp = tp
+                    self.rank = dist.get_rank()
+                    self.weight = nn.Parameter(torch.randn(dim, dim))
+
+                def forward(self, x):
+                    w = self.weight.chunk(self.tp, dim=0)[self.rank]  # expect: DTP201 high
+                    return x @ w.t()
+            """,
+            "a replicated parameter chunked by a rank attribute",
+        ),
+        Example(
+            """
+            import torch.distributed as dist
+
+            def my_part(h, n):
+                return h.narrow(0, dist.get_rank() * n, n)  # expect: DTP201 medium
+            """,
+            "narrow",
+        ),
+    ]
+    VALID = [
+        Example(
+            """
+            import torch
+            import torch.distributed as dist
+
+            def init_weight(w, tp):
+                with torch.no_grad():
+                    return w.chunk(tp)[dist.get_rank()].clone()
+            """,
+            "weight init under no_grad",
+        ),
+        Example(
+            """
+            import torch
+            import torch.distributed as dist
+
+            def my_ids(seq_len, n):
+                ids = torch.randint(0, 100, (seq_len,))
+                offset = dist.get_rank() * n
+                return ids[offset:offset + n]
+            """,
+            "integer token ids",
+        ),
+        Example(
+            """
+            import torch.distributed as dist
+
+            def my_size(sizes):
+                split_sizes = [s * 2 for s in sizes]
+                return split_sizes[dist.get_rank()]
+            """,
+            "a Python list",
+        ),
+        Example(
+            """
+            import torch
+            import torch.distributed as dist
+
+            class Scatter(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, x):
+                    r = dist.get_rank()
+                    n = x.shape[0] // dist.get_world_size()
+                    return x[r * n:(r + 1) * n]
+
+                @staticmethod
+                def backward(ctx, g):
+                    return g
+            """,
+            "inside a custom autograd.Function",
+        ),
+    ]
+
+    def check(self, ctx: FileContext):
+        for site in ctx.sites("rank_slice"):
+            if site.get("guard"):
+                continue
+            if site["rank_source"] == "name":
+                confidence = Confidence.LOW
+            elif site["receiver"] in ("param", "dtensor"):
+                confidence = Confidence.HIGH
+            else:
+                confidence = Confidence.MEDIUM
+            op = _OPS.get(site["op"], site["op"])
+            if site["op"] == "slice_assign":
+                message = (
+                    "a slice assignment at a rank-derived offset writes this rank's part into a full tensor by hand: "
+                    "the gradient of the written value is only this rank's slice and no collective runs in backward. "
+                    "Build the full tensor with DTensor (`DTensor.from_local(part, mesh, [Shard(d)]).full_tensor()`)"
+                )
+            else:
+                message = (
+                    f"{op} at a rank-derived position stands in for `redistribute(Shard(d))` but drops its backward "
+                    "all-gather: the upstream gradient is zero outside this rank's slice, so replicated weights before it "
+                    "get rank-dependent gradients. Use `DTensor.from_local(x, mesh, [Replicate()]).redistribute(mesh, "
+                    "[Shard(d)]).to_local()`, or label the gradient Partial downstream"
+                )
+            yield self.finding(ctx, site, message, confidence)
