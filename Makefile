@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine with Python >= 3.10:
+#   make demo   - create .venv, install placement-lint, lint the bundled fixtures
+#   make test   - create .venv, install placement-lint with test and runtime extras, run every test
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+# torch is pinned: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 installs a CPU build here
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test bench clean
+
+$(VENV)/.static: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+$(VENV)/.runtime: $(VENV)/.static
+	$(PY) -m pip install -q '$(TORCH)'
+	touch $@
+
+demo: $(VENV)/.static
+	@echo '$$ placement-lint fixtures/'
+	@$(VENV)/bin/placement-lint fixtures/; rc=$$?; echo "(exit code $$rc: 1 means findings)"; test $$rc -le 1
+
+test: $(VENV)/.runtime
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.runtime
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .placement_lint_cache .pytest_cache

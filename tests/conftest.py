@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def lint_files(tmp_path, monkeypatch):
+    """Write {name: source} into a temp project and lint it; returns the Report."""
+    from placement_lint.config import load_config
+    from placement_lint.engine import lint
+    from placement_lint.findings import Confidence
+
+    def run(files: dict[str, str], min_confidence: str = "low", **kw):
+        for name, src in files.items():
+            p = tmp_path / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(src)
+        monkeypatch.chdir(tmp_path)
+        config = load_config(tmp_path)
+        config.min_confidence = Confidence.parse(min_confidence)
+        return lint([tmp_path], config, use_cache=False, cwd=tmp_path, **kw)
+
+    return run
