@@ -491,7 +491,7 @@ class FileAnalyzer:
             base = self.expr(target.value, scope)
             idx = self.subscript_index(target, scope)
             if idx.rank and base.kind not in ("list", "dict", "inttensor"):
-                self.rank_slice(target, scope, "slice_assign", base, idx, value=v)
+                self.rank_slice(target, scope, "slice_assign" if self.has_slice(target) else "index_assign", base, idx, value=v)
             self.use(v)
             if v.exits:
                 name = target.value
@@ -585,8 +585,8 @@ class FileAnalyzer:
             if isinstance(node, cst.DictComp):
                 self.expr(node.key, inner)
                 val = self.expr(node.value, inner)
-            else:
-                val = self.expr(node.elt, inner)
+                return V(kind="dict", exits=val.exits)
+            val = self.expr(node.elt, inner)
             return V(kind="list", exits=val.exits, rank=val.rank, rankdep=val.rankdep)
         if isinstance(node, (cst.Integer, cst.Float, cst.Imaginary)):
             return V(kind="int")
@@ -837,6 +837,10 @@ class FileAnalyzer:
 
     def torch_op(self, key: str, args: list[V], kwargs: dict[str, V], node: cst.Call) -> V:
         operands = [*args, *kwargs.values()]
+        q = self.qualify(node.func) or ""
+        if q.startswith("torch.distributed") and not any(v.kind in ("tensor", "dtensor", "inttensor") or v.exits for v in operands):
+            # process-group plumbing (get_world_size, new_group, ...): no tensor comes out
+            return V(kind="int" if key.startswith("get_") else "unknown")
         if any(s in key for s in api.RANKDEP_CALL_SUBSTRINGS):
             res = combine(operands)
             return dataclasses.replace(res, rankdep="all-to-all / token dispatch output")
@@ -960,7 +964,8 @@ class FileAnalyzer:
                 flags = {k: self.literal_bool(a.value) for a in node.args if (k := a.keyword and a.keyword.value) and k.startswith("use_local")}
                 self.add_site(node, scope, "style_candidate", ref=q, name=name, plan_key=self._plan_key, flags=flags,
                               local_class=name in self.local_classes and "." not in (dotted(node.func) or ""))
-        return combine(operands)
+        # what a project function returns is unknown, but data flows through it
+        return combine(operands, kind="tensor" if any(v.exits for v in operands) else "unknown")
 
     # -- site builders -------------------------------------------------------------------------------
     def exit_site(self, method: str, recv: V, node: cst.Call, scope: Scope) -> V:

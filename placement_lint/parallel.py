@@ -4,6 +4,7 @@ than it saves), otherwise one worker per core with files batched by size."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 #: below this many bytes of candidate source, one process is faster than starting a pool
@@ -35,7 +36,8 @@ def map_chunked(fn: Callable[[list], list], items: Sequence[tuple[str, bytes, An
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
-    ctx = multiprocessing.get_context("forkserver" if hasattr(os, "fork") else "spawn")
+    # fork: workers inherit the imported analyzer (no re-import of __main__, cheapest start)
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     results: list = [None] * len(items)
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
         futures = [(b, pool.submit(fn, [items[i] for i in b])) for b in batches]

@@ -7,6 +7,7 @@ _OPS = {
     "slice": "a slice",
     "index": "an index",
     "slice_assign": "a slice assignment",
+    "index_assign": "an index assignment",
     "narrow": "`narrow`",
     "chunk": "`chunk(...)[rank]`",
     "split": "`split(...)[rank]`",
@@ -152,12 +153,14 @@ class ManualRankSlice(Rule):
                 continue
             if site["rank_source"] == "name":
                 confidence = Confidence.LOW
+            elif site["op"] in ("index", "index_assign") and site["receiver"] == "unknown":
+                confidence = Confidence.LOW  # `x[rank]` on an unknown value is as often a list or dict
             elif site["receiver"] in ("param", "dtensor"):
                 confidence = Confidence.HIGH
             else:
                 confidence = Confidence.MEDIUM
             op = _OPS.get(site["op"], site["op"])
-            if site["op"] == "slice_assign":
+            if site["op"] in ("slice_assign", "index_assign"):
                 message = (
                     "a slice assignment at a rank-derived offset writes this rank's part into a full tensor by hand: "
                     "the gradient of the written value is only this rank's slice and no collective runs in backward. "
