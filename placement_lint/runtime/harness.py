@@ -1,0 +1,133 @@
+"""The harness protocol.
+
+A harness is a callable `harness(ctx) -> nn.Module`. It builds the model (identically on every
+rank: call `ctx.seed()` first), applies its parallelism on meshes from `ctx.mesh(...)`, runs one
+forward and backward with data from `ctx.randn(...)` (identical global data on every rank, so any
+rank-dependence comes from the parallelism, never from the data), and returns the module whose
+parameters are checked. It must not call `optimizer.step()`/`zero_grad()` after backward: the
+gradients are what is checked. Full example in docs/runtime.md.
+
+For `--reference`, the same harness runs on one rank: `ctx.mesh((2, 2))` then returns a (1, 1)
+mesh, so sizes must come from constants, not from `ctx.world_size`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from placement_lint.errors import UsageError
+
+
+@dataclass
+class HarnessContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+    reference: bool = False  # True in the one-rank reference run of --reference
+    base_seed: int = 1234
+    meshes: list = field(default_factory=list)
+
+    def mesh(self, shape, names=None):
+        """`init_device_mesh(device.type, shape, mesh_dim_names=names)`; all-ones shape in a
+        reference run so the same harness code runs on one rank."""
+        from placement_lint.runtime._compat import init_device_mesh
+
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if self.reference:
+            shape = tuple(1 for _ in shape)
+        names = tuple(names) if names is not None else None
+        m = init_device_mesh(self.device.type, shape, mesh_dim_names=names)
+        self.meshes.append(m)
+        return m
+
+    def seed(self, offset: int = 0) -> None:
+        """Seed every RNG identically on every rank (model init must not depend on the rank)."""
+        torch.manual_seed(self.base_seed + offset)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed_all(self.base_seed + offset)
+
+    def randn(self, *shape, dtype=None, requires_grad: bool = False, offset: int = 0) -> torch.Tensor:
+        """Global random data, the same on every rank (and in the reference run)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+            shape = tuple(shape[0])
+        g = torch.Generator(device="cpu")
+        g.manual_seed(self.base_seed * 7919 + 17 + offset + _shape_salt(shape))
+        # drawn on the CPU generator so CPU and CUDA runs (and every rank) see the same numbers
+        t = torch.randn(*shape, generator=g, dtype=torch.float32).to(self.device)
+        if dtype is not None:
+            t = t.to(dtype)
+        return t.requires_grad_(requires_grad)
+
+    def randint(self, high: int, *shape, offset: int = 0) -> torch.Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+            shape = tuple(shape[0])
+        g = torch.Generator(device="cpu")
+        g.manual_seed(self.base_seed * 104729 + 3 + offset + _shape_salt(shape))
+        return torch.randint(high, shape, generator=g).to(self.device)
+
+
+def _shape_salt(shape) -> int:
+    s = 0
+    for d in shape:
+        s = s * 131 + int(d)
+    return s % 100003
+
+
+def load_harness(spec: str, cwd: str | os.PathLike | None = None) -> Callable[[HarnessContext], Any]:
+    """Resolve `path/to/file.py:func` or `package.module:func` (func defaults to `harness`)."""
+    cwd = Path(cwd or os.getcwd())
+    target, _, func = spec.rpartition(":")
+    if not target or "/" in func or func.endswith(".py"):
+        target, func = spec, "harness"
+    if str(cwd) not in sys.path:
+        sys.path.insert(0, str(cwd))
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        path = Path(target)
+        if not path.is_absolute():
+            path = cwd / path
+        if not path.is_file():
+            raise UsageError(f"harness file not found: {target}")
+        # the harness's own folder first, so `from model import Net` next to it works
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        name = f"_placement_lint_harness_{abs(hash(str(path.resolve())))}"
+        sp = importlib.util.spec_from_file_location(name, path)
+        if sp is None or sp.loader is None:
+            raise UsageError(f"cannot load harness file {target}")
+        mod = importlib.util.module_from_spec(sp)
+        sys.modules[name] = mod
+        sp.loader.exec_module(mod)
+    else:
+        try:
+            mod = importlib.import_module(target)
+        except ImportError as exc:
+            raise UsageError(f"cannot import harness module {target!r}: {exc}") from exc
+    fn = getattr(mod, func, None)
+    if fn is None or not callable(fn):
+        raise UsageError(f"harness {spec!r}: {target} has no callable {func!r}")
+    return fn
+
+
+def harness_source_path(spec: str, cwd: str | os.PathLike | None = None) -> Path | None:
+    """The file a harness spec points to, without importing it (for static checks)."""
+    cwd = Path(cwd or os.getcwd())
+    target, _, func = spec.rpartition(":")
+    if not target:
+        target = spec
+    if target.endswith(".py") or "/" in target:
+        p = Path(target)
+        return p if p.is_absolute() else cwd / p
+    found = importlib.util.find_spec(target) if target else None
+    if found is not None and found.origin and found.origin.endswith(".py"):
+        return Path(found.origin)
+    return None

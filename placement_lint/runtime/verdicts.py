@@ -1,0 +1,306 @@
+"""Turn the gathered per-rank payloads into verdicts. Pure Python: no torch, testable alone.
+
+The question for a site and a mesh dim d: the gradient that reached the local tensor carries a
+label (the declared or default grad placement). If the label on d is Replicate, every rank of a
+d-group (ranks that agree on every other mesh coordinate) must have received the same gradient;
+if it is Partial, the ranks hold addends that DTensor will sum, so identical non-zero addends mean
+the sum over-counts by the group size. Shard labels describe different data per rank and cannot
+be judged without a reference run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+N_HEAD = 5  # norm, l1, sum, absmax, hash (see monitor.FP_HEAD)
+
+# Ranks that computed the same gradient produce bit-identical fingerprints; the tolerance only has
+# to absorb reductions that ran in a different order (NCCL/gloo all-reduce trees), which is
+# bounded by the dtype's resolution, and must stay far below the O(1) differences of a real bug.
+RTOL = {"bfloat16": 1e-2, "float16": 1e-2, "float32": 1e-5, "float64": 1e-10}
+DEFAULT_RTOL = 1e-5
+TINY = 1e-30
+
+SEVERITY = {"confirmed": 5, "mixed": 4, "double-count": 3, "inconclusive": 2, "refuted": 1, "not-reached": 0}
+
+
+def rtol_for(dtype: str) -> float:
+    return RTOL.get(dtype, DEFAULT_RTOL)
+
+
+def rel_diff(a: list[float], b: list[float]) -> float:
+    """Largest relative difference between two fingerprints (0.0 for identical gradients)."""
+    norm = abs(a[0] - b[0]) / max(abs(a[0]), abs(b[0]), TINY)
+    l1s = max(abs(a[1]), abs(b[1]), TINY)
+    hsh = abs(a[4] - b[4]) / l1s
+    tot = abs(a[2] - b[2]) / l1s
+    scale = max(abs(a[3]), abs(b[3]), TINY)
+    samp = max((abs(x - y) for x, y in zip(a[N_HEAD:], b[N_HEAD:])), default=0.0) / scale
+    return max(norm, hsh, tot, samp)
+
+
+def is_zero(fp: list[float]) -> bool:
+    return fp[3] <= TINY
+
+
+def sample_pattern(fps: list[list[float]], tol: float) -> tuple[int, int]:
+    """(positions identical and non-zero on every rank, positions that differ) among the samples.
+
+    A gradient with both kinds of positions came from consumers of two kinds: a rank-dependent
+    one (the differing part) and a replicated one (the identical part) — the 'mixed' case, where
+    neither Replicate nor Partial is a correct label for the whole tensor.
+    """
+    scale = max(max(abs(fp[3]) for fp in fps), TINY)
+    same_nz = diff = 0
+    for j in range(N_HEAD, len(fps[0])):
+        v0 = fps[0][j]
+        if any(abs(fp[j] - v0) > tol * scale for fp in fps[1:]):
+            diff += 1
+        elif abs(v0) > tol * scale:
+            same_nz += 1
+    return same_nz, diff
+
+
+def _groups(payload_sites: dict[int, dict], dim: int) -> list[list[int]]:
+    """Ranks that differ only in mesh coordinate `dim` (from each rank's own coordinate)."""
+    by_key: dict[tuple, list[int]] = {}
+    for rank, site in payload_sites.items():
+        coord = (site.get("mesh") or {}).get("coord")
+        if coord is None:
+            continue
+        key = tuple(c for i, c in enumerate(coord) if i != dim)
+        by_key.setdefault(key, []).append(rank)
+    return [sorted(v) for v in by_key.values()]
+
+
+def _dim_name(mesh: dict | None, dim: int) -> str:
+    names = (mesh or {}).get("dim_names")
+    if names and dim < len(names) and names[dim]:
+        return str(names[dim])
+    return str(dim)
+
+
+def _judge(label: str, fps: list[list[float]], tol: float, api: str) -> tuple[str, float, str]:
+    """Verdict for one group of ranks on one call and one mesh dim: (verdict, max_rel, note)."""
+    base = fps[0]
+    worst = max(rel_diff(base, fp) for fp in fps[1:])
+    differ = worst > tol
+    if all(is_zero(fp) for fp in fps):
+        return "refuted", 0.0, "zero gradient on every rank"
+    same_nz, ndiff = sample_pattern(fps, tol)
+    mixed = differ and same_nz >= 2 and ndiff >= 2
+    if label == "R":
+        if not differ:
+            return "refuted", worst, "gradients agree across the group"
+        if mixed:
+            return "mixed", worst, ("part of the gradient is identical on every rank and part differs: the "
+                                    "local tensor feeds both replicated and rank-dependent consumers")
+        return "confirmed", worst, "gradient differs across ranks although its label says Replicate"
+    if label == "P":
+        if not differ:
+            return "double-count", worst, ("every rank holds the same non-zero gradient but it is labelled "
+                                           "Partial: the reduction sums it group-size times")
+        if mixed:
+            return "mixed", worst, ("part of the gradient is identical on every rank (over-counted by the "
+                                    "Partial label) and part differs")
+        return "refuted", worst, "per-rank partial gradients, summed by the Partial label"
+    return "inconclusive", worst, "Shard-labelled gradient: needs a reference run"
+
+
+def judge_site(per_rank: dict[int, dict], world_size: int, torch_version: str,
+               roots: dict[str, dict] | None = None) -> dict:
+    """Verdict and evidence for one site, given that site's record from every rank that ran it."""
+    any_site = next(iter(per_rank.values()))
+    api = any_site["api"]
+    mesh = any_site.get("mesh")
+    ncalls = [len(s["records"]) for s in per_rank.values()]
+    evidence: dict[str, Any] = {
+        "api": api,
+        "call_count": max(s["calls"] for s in per_rank.values()),
+        "module": any_site.get("module") or "",
+        "hook": any_site.get("hook") or "",
+        "torch_frame": any_site.get("torch_frame") or "",
+        "forward_placements": any_site.get("forward"),
+        "declared_grad_placements": any_site.get("declared"),
+        "torch_version": torch_version,
+        "ranks_reached": sorted(per_rank),
+    }
+    if any_site.get("root"):
+        evidence["derived_from"] = any_site["root"]
+    if len(per_rank) < world_size:
+        evidence["note_ranks"] = f"only ranks {sorted(per_rank)} executed this site"
+
+    got_grad = any(rec.get("fp") is not None for s in per_rank.values() for rec in s["records"])
+    wants_grad = any(rec.get("grad") for s in per_rank.values() for rec in s["records"])
+    if not got_grad:
+        evidence["reason"] = ("no gradient flows through this call (grad disabled or nothing "
+                              "differentiable downstream)" if not wants_grad else
+                              "the local tensor never received a gradient (unused by the loss)")
+        return {"verdict": "refuted", "evidence": evidence}
+
+    best: tuple | None = None  # (severity, verdict, rel, dim, call, ranks, note)
+    comparable = False
+    calls_bad = 0
+    ncommon = min(ncalls)
+    for call in range(ncommon):
+        call_verdicts = []
+        recs = {r: s["records"][call] for r, s in per_rank.items()}
+        fps = {r: rec.get("fp") for r, rec in recs.items() if rec.get("fp") is not None}
+        dtype = next((rec.get("dtype") for rec in recs.values() if rec.get("dtype")), any_site.get("dtype", ""))
+        tol = rtol_for(dtype or "")
+        if api == "slice" and not any_site.get("root"):
+            # untracked slice at a static finding: ranks whose forward values agree are replicas
+            groups: dict[tuple, list[int]] = {}
+            for r, rec in recs.items():
+                fwd = rec.get("fwd")
+                if fwd is None or r not in fps:
+                    continue
+                key = tuple(round(v, 6) for v in fwd[:N_HEAD])
+                groups.setdefault(key, []).append(r)
+            for ranks in groups.values():
+                if len(ranks) < 2:
+                    continue
+                comparable = True
+                v, rel, note = _judge("R", [fps[r] for r in sorted(ranks)], tol, api)
+                call_verdicts.append((SEVERITY[v], v, rel, None, call, sorted(ranks), note))
+        else:
+            ndim = len((mesh or {}).get("shape") or [])
+            for dim in range(ndim):
+                if api == "from_local":
+                    gp = next((rec.get("grad_placements") for rec in recs.values() if rec.get("grad_placements")), None)
+                    label = gp[dim] if gp else None
+                else:
+                    eff = any_site.get("effective") or []
+                    label = eff[dim] if dim < len(eff) else None
+                if label not in ("R", "P"):
+                    continue
+                for ranks in _groups({r: per_rank[r] for r in fps}, dim):
+                    if len(ranks) < 2:
+                        continue
+                    comparable = True
+                    v, rel, note = _judge(label, [fps[r] for r in ranks], tol, api)
+                    if api == "slice" and v == "double-count":
+                        v, note = "refuted", "the slice is re-summed by its source's Partial label"
+                    call_verdicts.append((SEVERITY[v], v, rel, dim, call, ranks, note))
+        if call_verdicts:
+            worst = max(call_verdicts, key=lambda t: (t[0], t[2]))
+            if worst[1] in ("confirmed", "mixed", "double-count"):
+                calls_bad += 1
+            if best is None or (worst[0], worst[2]) > (best[0], best[2]):
+                best = worst
+    if not comparable or best is None:
+        evidence["reason"] = ("every gradient label on this site is Shard (or the mesh dim has one rank): "
+                              "rerun with --reference to judge it")
+        return {"verdict": "inconclusive", "evidence": evidence}
+    _, verdict, rel, dim, call, ranks, note = best
+    fp_by_rank = {r: per_rank[r]["records"][call].get("fp") for r in ranks}
+    evidence.update({
+        "mesh_dim": _dim_name(mesh, dim) if dim is not None else "world (forward replicas)",
+        "mesh_dim_index": dim,
+        "group_ranks": ranks,
+        "per_rank_grad_norms": {str(r): _round(fp[0]) for r, fp in fp_by_rank.items() if fp},
+        "max_rel_diff": _round(rel),
+        "tolerance": rtol_for(per_rank[ranks[0]]["records"][call].get("dtype") or ""),
+        "dtype": per_rank[ranks[0]]["records"][call].get("dtype") or any_site.get("dtype", ""),
+        "worst_call": call,
+        "calls_flagged": calls_bad,
+        "calls_compared": ncommon,
+        "effective_grad_placements": any_site.get("effective"),
+        "detail": note,
+    })
+    if len(set(ncalls)) > 1:
+        evidence["note_calls"] = f"ranks executed this site a different number of times: {ncalls}"
+    return {"verdict": verdict, "evidence": evidence}
+
+
+def judge_params(payloads: list[dict]) -> list[dict]:
+    """DTP901 candidates: replicated DTensor parameters whose gradients differ across ranks."""
+    out = []
+    names = list(payloads[0].get("params", {}))
+    for name in names:
+        per_rank = {p["rank"]: p["params"][name] for p in payloads if name in p.get("params", {})}
+        first = next(iter(per_rank.values()))
+        entry = {
+            "name": name,
+            "placements": first.get("placement_strs"),
+            "dtype": first.get("dtype"),
+            "status": "agree",
+            "per_rank_grad_norms": {str(r): _round(e["fp"][0]) for r, e in per_rank.items() if e.get("fp")},
+        }
+        refs = {str(r): e.get("ref_rel_diff") for r, e in per_rank.items() if "ref_rel_diff" in e}
+        if refs:
+            entry["reference_rel_diff"] = {k: _round(v) for k, v in refs.items()}
+            tol = max(rtol_for(first.get("dtype") or ""), 1e-4) * 10
+            # sharded vs one-rank results differ by summation order only: a looser bound than
+            # rank-vs-rank equality, still orders of magnitude below a dropped reduction
+            entry["matches_reference"] = all(v is not None and v <= tol for v in refs.values())
+        if not all(e.get("fp") for e in per_rank.values()):
+            entry["status"] = "no-grad"
+            out.append(entry)
+            continue
+        tol = rtol_for(first.get("dtype") or "")
+        worst = (0.0, None, None)
+        for dim, kind in enumerate(first.get("placements") or []):
+            gk = (first.get("grad_placements") or [])[dim:dim + 1]
+            if kind != "R" or (gk and gk[0] != "R"):
+                continue
+            for ranks in _groups(per_rank, dim):
+                if len(ranks) < 2:
+                    continue
+                rel = max(rel_diff(per_rank[ranks[0]]["fp"], per_rank[r]["fp"]) for r in ranks[1:])
+                if rel > worst[0]:
+                    worst = (rel, dim, ranks)
+        if worst[1] is not None and worst[0] > tol:
+            entry["status"] = "diverging"
+            entry["mesh_dim"] = _dim_name(first.get("mesh"), worst[1])
+            entry["group_ranks"] = worst[2]
+            entry["max_rel_diff"] = _round(worst[0])
+        out.append(entry)
+    return out
+
+
+def compute(payloads: list[dict]) -> dict:
+    """All verdicts of one harness run, from every rank's payload (in rank order)."""
+    payloads = sorted(payloads, key=lambda p: p["rank"])
+    world = len(payloads)
+    torch_version = payloads[0].get("torch", "")
+    by_site: dict[str, dict[int, dict]] = {}
+    order: list[str] = []
+    for p in payloads:
+        for s in p["sites"]:
+            if s["id"] not in by_site:
+                by_site[s["id"]] = {}
+                order.append(s["id"])
+            by_site[s["id"]][p["rank"]] = s
+    sites = []
+    for sid in order:
+        per_rank = by_site[sid]
+        any_site = next(iter(per_rank.values()))
+        res = judge_site(per_rank, world, torch_version)
+        sites.append({
+            "id": sid,
+            "api": any_site["api"],
+            "path": any_site["path"],
+            "line": any_site["line"],
+            "function": any_site.get("function", ""),
+            "module": any_site.get("module", ""),
+            "hook": any_site.get("hook", ""),
+            "root": any_site.get("root"),
+            **res,
+        })
+    return {
+        "world_size": world,
+        "torch": torch_version,
+        "sites": sites,
+        "params": judge_params(payloads),
+        "forced_calls": sum(p.get("forced_calls", 0) for p in payloads),
+    }
+
+
+def _round(x):
+    if x is None or not isinstance(x, float):
+        return x
+    if math.isinf(x) or math.isnan(x):
+        return str(x)
+    return float(f"{x:.6g}")

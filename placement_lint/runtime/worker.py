@@ -1,0 +1,216 @@
+"""Per-rank entry point: `python -m placement_lint.runtime.worker --spec SPEC.json`.
+
+Started by torchrun (one process per rank) or directly for `--backend sim`. Runs each harness of
+the spec under a PlacementMonitor, gathers the payloads once per harness and, on rank 0, writes
+the verdicts to the result file. Failures never hang the job: an exception is written to
+`errors/rank<R>.json` and the process exits at once (torchrun then stops the other ranks), and a
+watchdog ends the process if the launcher's timeout machinery itself is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import warnings
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+
+def _set_parent_death_signal() -> None:
+    """Die with the parent (torchrun): a killed launcher must not leave ranks behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # parent already gone between fork and prctl
+            os._exit(1)
+    except OSError:
+        pass
+
+
+class _Progress:
+    def __init__(self, folder: str | None, rank: int):
+        self.path = os.path.join(folder, f"rank{rank}.txt") if folder else None
+
+    def __call__(self, text: str) -> None:
+        if self.path:
+            try:
+                with open(self.path, "w") as fh:
+                    fh.write(text)
+            except OSError:
+                pass
+
+
+def _write_json_atomic(path: str, data) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def _watchdog(seconds: float, progress: _Progress) -> None:
+    def fire():
+        progress("watchdog: timeout")
+        os._exit(124)
+
+    t = threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()
+
+
+def run(spec: dict) -> int:
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    progress = _Progress(spec.get("progress"), rank)
+    current = {"harness": None}
+    if spec.get("timeout"):
+        # backstop only: the launcher kills the group at --timeout; this covers a dead launcher
+        _watchdog(float(spec["timeout"]) + 15.0, progress)
+    try:
+        progress("importing torch")
+        import torch
+        import torch.distributed as dist
+        from datetime import timedelta
+
+        from placement_lint.runtime import _compat
+        from placement_lint.runtime.harness import HarnessContext, load_harness
+        from placement_lint.runtime.monitor import PlacementMonitor, gather
+        from placement_lint.runtime.verdicts import compute
+
+        backend = spec["backend"]
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+            device = torch.device("cuda", local_rank)
+        else:
+            device = torch.device("cpu")
+        progress("init_process_group")
+        dist.init_process_group(backend, timeout=timedelta(seconds=float(spec.get("timeout") or 1800)))
+        mode = spec.get("mode", "check")
+        results = []
+        compiled = {"n": 0}
+        _count_compile(torch, compiled)
+        for h in spec["harnesses"]:
+            current["harness"] = h
+            ctx = HarnessContext(rank=rank, world_size=world, local_rank=local_rank, device=device,
+                                 backend=backend, reference=(mode == "reference"))
+            progress(f"{h}: loading")
+            fn = load_harness(h, spec.get("cwd"))
+            compiled["n"] = 0
+            t0 = time.perf_counter()
+            if mode == "check":
+                force = (spec.get("force") or {}).get(h) or {}
+                with _compat.eager_compiled_regions() as compile_mode:
+                    with PlacementMonitor(force=force, watch=[tuple(w) for w in spec.get("watch", [])]) as mon:
+                        progress(f"{h}: running the harness")
+                        model = fn(ctx)
+                run_s = time.perf_counter() - t0
+                ref = None
+                ref_path = (spec.get("reference") or {}).get(h)
+                if ref_path:
+                    ref = torch.load(ref_path, map_location="cpu", weights_only=True)
+                progress(f"{h}: collecting")
+                payload = mon.collect(model if isinstance(model, torch.nn.Module) else None, reference=ref)
+                progress(f"{h}: gathering (all_gather_object)")
+                payloads = gather(payload)
+                if rank == 0:
+                    res = compute(payloads)
+                    res.update({"harness": h, "seconds": round(time.perf_counter() - t0, 4),
+                                "harness_seconds": round(run_s, 4), "backend": backend,
+                                "compile": {"mode": compile_mode, "compiled_regions": compiled["n"]}})
+                    if compile_mode == "not-checked" and compiled["n"]:
+                        res["warnings"] = [f"{compiled['n']} torch.compile region(s) were not checked: "
+                                           "this torch cannot force them to run eagerly"]
+                    results.append(res)
+            elif mode == "reference":
+                progress(f"{h}: reference run")
+                with _compat.eager_compiled_regions():
+                    model = fn(ctx)
+                grads = {}
+                if isinstance(model, torch.nn.Module):
+                    for name, p in model.named_parameters():
+                        g = p.grad
+                        if g is None:
+                            continue
+                        g = g.full_tensor() if isinstance(g, _compat.DTensor) else g
+                        grads[name] = g.detach().to("cpu")
+                torch.save(grads, spec["reference_out"][h])
+                results.append({"harness": h, "params": len(grads)})
+            else:  # "plain": the harness without the monitor (benchmark baseline)
+                model = fn(ctx)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                results.append({"harness": h, "seconds": round(time.perf_counter() - t0, 4)})
+            progress(f"{h}: done")
+            dist.barrier()
+        if rank == 0:
+            _write_json_atomic(spec["result"], {"results": results, "world_size": world,
+                                                "torch": torch.__version__})
+        progress("finished")
+        dist.destroy_process_group()
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the launcher
+        _report_failure(spec, rank, current["harness"], exc)
+        progress(f"failed: {type(exc).__name__}")
+        sys.stderr.flush()
+        # no destroy_process_group: peers may be blocked in a collective with us; torchrun sees
+        # the non-zero exit and terminates them
+        os._exit(1)
+
+
+def _count_compile(torch, counter: dict) -> None:
+    orig = getattr(torch, "compile", None)
+    if orig is None or getattr(orig, "_placement_lint_counted", False):
+        return
+
+    def counted(*args, **kwargs):
+        counter["n"] += 1
+        return orig(*args, **kwargs)
+
+    counted._placement_lint_counted = True  # type: ignore[attr-defined]
+    torch.compile = counted
+
+
+def _report_failure(spec: dict, rank: int, harness: str | None, exc: BaseException) -> None:
+    folder = spec.get("errors")
+    if not folder:
+        return
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    try:
+        _write_json_atomic(os.path.join(folder, f"rank{rank}.json"), {
+            "rank": rank,
+            "harness": harness,
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": "".join(tb[-12:]),
+            "time": time.time(),
+        })
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="placement_lint.runtime.worker")
+    ap.add_argument("--spec", required=True)
+    args = ap.parse_args(argv)
+    _set_parent_death_signal()
+    with open(args.spec) as fh:
+        spec = json.load(fh)
+    if spec.get("backend") == "sim":
+        from placement_lint.runtime.sim import run_sim
+
+        return run_sim(spec)
+    return run(spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
