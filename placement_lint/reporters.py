@@ -1,0 +1,373 @@
+"""Output formats.  `render` returns what goes to stdout; `render_errors` what goes to stderr.
+
+Kept cheap to import (the CLI imports it for `FORMATS`): anything a single format needs
+(json, hashlib, the rule registry) is imported inside that format's function.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any, Callable
+
+from placement_lint.findings import Confidence, Finding, Report
+
+FORMATS = ("text", "concise", "json", "sarif", "github", "rdjson")
+
+TOOL_NAME = "placement-lint"
+# No project site exists yet; the package index page is the one stable address.
+INFORMATION_URI = "https://pypi.org/project/placement-lint/"
+
+_ANSI = {"bold": "\033[1m", "red": "\033[31m", "yellow": "\033[33m", "cyan": "\033[36m", "dim": "\033[2m", "reset": "\033[0m"}
+_CONF_COLOR = {Confidence.HIGH: "red", Confidence.MEDIUM: "yellow", Confidence.LOW: "cyan"}
+
+
+def render(report: Report, fmt: str, *, show_fixes: bool = False, color: bool = False) -> str:
+    """`report` in format `fmt` (one of FORMATS); text ends with a newline unless empty."""
+    renderers: dict[str, Callable[..., str]] = {
+        "text": lambda: _text(report, show_fixes=show_fixes, color=color, summary=True),
+        "concise": lambda: _text(report, show_fixes=False, color=color, summary=False),
+        "json": lambda: _json(report.to_json()),
+        "sarif": lambda: _json(_sarif(report)),
+        "github": lambda: _github(report),
+        "rdjson": lambda: _json(_rdjson(report)),
+    }
+    try:
+        renderer = renderers[fmt]
+    except KeyError:
+        raise ValueError(f"unknown output format {fmt!r}: expected one of {', '.join(FORMATS)}") from None
+    return renderer()
+
+
+def render_errors(report: Report, fmt: str = "text") -> str:
+    """Tool errors (unreadable files, ...) as `path: error: message` lines, for stderr.
+
+    In the github format they are also workflow commands, so they annotate the run.
+    """
+    lines = []
+    for err in report.errors:
+        path, message = err.get("path") or "", err.get("message", "")
+        if fmt == "github":
+            props = f" file={_gh_property(path)}" if path else ""
+            lines.append(f"::error{props}::{_gh_data(f'{TOOL_NAME}: {message}')}")
+        else:
+            lines.append(f"{path}: error: {message}" if path else f"error: {message}")
+    return "".join(line + "\n" for line in lines)
+
+
+def render_statistics(report: Report, fmt: str = "text") -> str:
+    """Finding counts per rule, most frequent first (`--statistics`)."""
+    counts = Counter((f.code, f.slug) for f in report.findings)
+    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    if fmt == "json":
+        return _json([{"code": code, "slug": slug, "count": n} for (code, slug), n in rows])
+    width = max((len(str(n)) for n in counts.values()), default=1)
+    return "".join(f"{n:>{width}}\t{code}\t{slug}\n" for (code, slug), n in rows)
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=2) + "\n"
+
+
+# text / concise --------------------------------------------------------------------------
+def _paint(text: str, style: str, color: bool) -> str:
+    return f"{_ANSI[style]}{text}{_ANSI['reset']}" if color else text
+
+
+def summary_line(report: Report) -> str:
+    if not report.findings:
+        return "All checks passed!"
+    counts = Counter(f.confidence for f in report.findings)
+    parts = [f"{counts[Confidence.HIGH]} high", f"{counts[Confidence.MEDIUM]} medium"]
+    if counts[Confidence.LOW]:
+        parts.append(f"{counts[Confidence.LOW]} low")
+    n = len(report.findings)
+    return f"Found {n} finding{'' if n == 1 else 's'} ({', '.join(parts)})."
+
+
+def short_evidence(evidence: Any, limit: int = 120) -> str:
+    """One line of runtime evidence: a string's first line, or a dict's scalar items."""
+    if evidence is None:
+        return ""
+    if isinstance(evidence, dict):
+        if isinstance(evidence.get("summary"), str):
+            text = evidence["summary"]
+        else:
+            text = ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in evidence.items()
+                if isinstance(v, (str, int, float, bool))
+            )
+    else:
+        text = str(evidence)
+    text = text.strip().splitlines()[0] if text.strip() else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _text(report: Report, *, show_fixes: bool, color: bool, summary: bool) -> str:
+    lines = []
+    for f in report.findings:
+        conf = _paint(f"[{f.confidence}]", _CONF_COLOR[f.confidence], color)
+        loc = _paint(f"{f.path}:{f.line}:{f.column}:", "bold", color)
+        lines.append(f"{loc} {_paint(f.code, 'bold', color)} {conf} {f.message}")
+        if not summary:
+            continue
+        for r in f.related:
+            lines.append(f"    {r.path}:{r.line}: note: {r.message}")
+        if f.runtime:
+            verdict = f.runtime.get("verdict", "?")
+            evidence = short_evidence(f.runtime.get("evidence"))
+            lines.append(f"    runtime: {verdict}" + (f": {evidence}" if evidence else ""))
+        if show_fixes and f.fix:
+            applicability = f.fix.get("applicability")
+            label = f"fix ({applicability})" if applicability else "fix"
+            lines.append(f"    {label}: {f.fix.get('message') or f.fix.get('title') or 'available'}")
+    if summary:
+        lines.append(summary_line(report))
+    return "".join(line + "\n" for line in lines)
+
+
+# fix edits, shared by sarif and rdjson -------------------------------------------------------
+def fix_edits(fix: dict[str, Any] | None) -> list[tuple[int, int, int, int, str]]:
+    """(line, column, end_line, end_column, new text) for each edit of a fix that has them.
+
+    Accepts the flat form (`line`, `column`, `end_line`, `end_column`), `start`/`end`
+    objects, and ruff's `location`/`end_location` with `row`; the text is `content`
+    (or `replacement`/`text`).  Edits that fit none of these are left out.
+    """
+    if not isinstance(fix, dict):
+        return []
+    out = []
+    for edit in fix.get("edits") or ():
+        if not isinstance(edit, dict):
+            continue
+        text = next((edit[k] for k in ("content", "replacement", "text", "new_text") if isinstance(edit.get(k), str)), None)
+        try:
+            if "line" in edit:
+                start = (edit["line"], edit["column"])
+                end = (edit.get("end_line", edit["line"]), edit.get("end_column", edit["column"]))
+            elif "start" in edit:
+                start = (edit["start"]["line"], edit["start"]["column"])
+                end = (edit["end"]["line"], edit["end"]["column"]) if "end" in edit else start
+            elif "location" in edit:
+                loc, end_loc = edit["location"], edit.get("end_location", edit["location"])
+                start = (loc.get("row", loc.get("line")), loc["column"])
+                end = (end_loc.get("row", end_loc.get("line")), end_loc["column"])
+            else:
+                continue
+        except (KeyError, TypeError):
+            continue
+        if text is None or not all(isinstance(v, int) for v in (*start, *end)):
+            continue
+        out.append((start[0], start[1], end[0], end[1], text))
+    return out
+
+
+# sarif -------------------------------------------------------------------------------------
+_SARIF_LEVEL = {Confidence.HIGH: "error", Confidence.MEDIUM: "warning", Confidence.LOW: "note"}
+
+
+def _artifact(path: str) -> dict[str, Any]:
+    from urllib.parse import quote
+
+    posix = path.replace(os.sep, "/")
+    if os.path.isabs(path):
+        from pathlib import Path
+
+        return {"uri": Path(path).as_uri()}
+    return {"uri": quote(posix, safe="/"), "uriBaseId": "%SRCROOT%"}
+
+
+def _fingerprint(f: Finding) -> str:
+    import hashlib
+
+    # Line numbers are left out so the fingerprint survives edits above the finding.
+    key = "\0".join((f.code, f.path.replace(os.sep, "/"), f.symbol, f.message))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _sarif_rules(findings: list[Finding]) -> list[dict[str, Any]]:
+    from placement_lint.rule import all_rules
+
+    rules = []
+    known = set()
+    for rule in all_rules():
+        doc = rule.doc()
+        summary = getattr(rule, "SUMMARY", "") or rule.SLUG
+        rules.append(
+            {
+                "id": rule.CODE,
+                "name": rule.SLUG,
+                "shortDescription": {"text": summary},
+                "fullDescription": {"text": doc or summary},
+                "help": {"text": doc or summary, "markdown": doc or summary},
+                "defaultConfiguration": {"level": "warning"},
+                "properties": {"fix": rule.FIX or "none", "tags": ["dtensor", "correctness"]},
+            }
+        )
+        known.add(rule.CODE)
+    for f in findings:  # a finding from a rule not in the registry still gets an entry
+        if f.code not in known:
+            known.add(f.code)
+            rules.append({"id": f.code, "name": f.slug, "shortDescription": {"text": f.slug}})
+    return rules
+
+
+def _sarif(report: Report) -> dict[str, Any]:
+    from pathlib import Path
+
+    from placement_lint import __version__
+
+    rules = _sarif_rules(report.findings)
+    index = {r["id"]: i for i, r in enumerate(rules)}
+    results = []
+    for f in report.findings:
+        result: dict[str, Any] = {
+            "ruleId": f.code,
+            "ruleIndex": index[f.code],
+            "level": _SARIF_LEVEL[f.confidence],
+            "message": {"text": f.message},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": _artifact(f.path),
+                        "region": {
+                            "startLine": f.line,
+                            "startColumn": f.column,
+                            "endLine": f.end_line,
+                            "endColumn": f.end_column,
+                        },
+                    },
+                    **({"logicalLocations": [{"fullyQualifiedName": f.symbol}]} if f.symbol else {}),
+                }
+            ],
+            "partialFingerprints": {"placementLint/v1": _fingerprint(f)},
+            "properties": {"confidence": str(f.confidence), **({"runtime": f.runtime} if f.runtime else {})},
+        }
+        if f.related:
+            result["relatedLocations"] = [
+                {
+                    "id": i,
+                    "physicalLocation": {"artifactLocation": _artifact(r.path), "region": {"startLine": r.line}},
+                    "message": {"text": r.message},
+                }
+                for i, r in enumerate(f.related)
+            ]
+        edits = fix_edits(f.fix)
+        if edits:
+            result["fixes"] = [
+                {
+                    "description": {"text": (f.fix or {}).get("message") or f"Fix {f.code}"},
+                    "artifactChanges": [
+                        {
+                            "artifactLocation": _artifact(f.path),
+                            "replacements": [
+                                {
+                                    "deletedRegion": {"startLine": l, "startColumn": c, "endLine": el, "endColumn": ec},
+                                    "insertedContent": {"text": text},
+                                }
+                                for l, c, el, ec, text in edits
+                            ],
+                        }
+                    ],
+                }
+            ]
+        results.append(result)
+    notifications = [
+        {
+            "level": "error",
+            "message": {"text": err.get("message", "")},
+            **(
+                {"locations": [{"physicalLocation": {"artifactLocation": _artifact(err["path"])}}]}
+                if err.get("path")
+                else {}
+            ),
+        }
+        for err in report.errors
+    ]
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": TOOL_NAME,
+                        "version": __version__,
+                        "informationUri": INFORMATION_URI,
+                        "rules": rules,
+                    }
+                },
+                "originalUriBaseIds": {"%SRCROOT%": {"uri": Path.cwd().as_uri().rstrip("/") + "/"}},
+                "invocations": [
+                    {"executionSuccessful": not report.errors, "toolExecutionNotifications": notifications}
+                ],
+                "results": results,
+            }
+        ],
+    }
+
+
+# github ------------------------------------------------------------------------------------
+_GH_COMMAND = {Confidence.HIGH: "error", Confidence.MEDIUM: "warning", Confidence.LOW: "notice"}
+
+
+def _gh_data(text: str) -> str:
+    # Escaping as in @actions/core's command.ts (escapeData).
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_property(text: str) -> str:
+    # escapeProperty: escapeData plus the separators of the property list.
+    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def _github(report: Report) -> str:
+    lines = []
+    for f in report.findings:
+        props = ",".join(
+            f"{k}={_gh_property(str(v))}"
+            for k, v in (
+                ("file", f.path.replace(os.sep, "/")),
+                ("line", f.line),
+                ("col", f.column),
+                ("endLine", f.end_line),
+                ("endColumn", f.end_column),
+                ("title", f"{f.code} {f.slug}"),
+            )
+        )
+        lines.append(f"::{_GH_COMMAND[f.confidence]} {props}::{_gh_data(f.message)}")
+    return "".join(line + "\n" for line in lines)
+
+
+# rdjson (reviewdog) --------------------------------------------------------------------------
+_RD_SEVERITY = {Confidence.HIGH: "ERROR", Confidence.MEDIUM: "WARNING", Confidence.LOW: "INFO"}
+
+
+def _rd_range(line: int, column: int, end_line: int, end_column: int) -> dict[str, Any]:
+    return {"start": {"line": line, "column": column}, "end": {"line": end_line, "column": end_column}}
+
+
+def _rdjson(report: Report) -> dict[str, Any]:
+    diagnostics = []
+    for f in report.findings:
+        diag: dict[str, Any] = {
+            "message": f.message,
+            "location": {
+                "path": f.path.replace(os.sep, "/"),
+                "range": _rd_range(f.line, f.column, f.end_line, f.end_column),
+            },
+            "severity": _RD_SEVERITY[f.confidence],
+            "code": {"value": f.code},
+        }
+        edits = fix_edits(f.fix)
+        if edits:
+            diag["suggestions"] = [{"range": _rd_range(l, c, el, ec), "text": text} for l, c, el, ec, text in edits]
+        diagnostics.append(diag)
+    return {
+        "source": {"name": TOOL_NAME, "url": INFORMATION_URI},
+        "severity": "WARNING",
+        "diagnostics": diagnostics,
+    }
