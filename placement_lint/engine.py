@@ -103,12 +103,14 @@ def lint(
     from placement_lint.index import ProjectIndex
 
     index = ProjectIndex(facts)
-    # Phase two: files that apply a project style by name have no static trigger token; now that
-    # the index knows the leaky style names, scan the skipped files for them.
+    # Phase two: a file that applies a project style by name (`"gate": NoParallel()`) has no
+    # static trigger token, and in a file parsed by regions the applying code may have been
+    # blanked. Now that the index knows the leaky style names, analyse those files in full.
     names = sorted(index.leaky_style_names())
-    if names and skipped:
+    if names:
         tokens = [n.encode() for n in names]
-        late = [(shown, data, True) for shown, data in skipped if any(t in data for t in tokens)]
+        pool = skipped + [(shown, data) for shown, data, _ in candidates if facts[shown].get("reduced")]
+        late = [(shown, data, True) for shown, data in pool if any(t in data for t in tokens)]
         if late:
             for (shown, _, _), f in zip(late, store.facts_for(late)):
                 facts[shown] = f

@@ -12,11 +12,16 @@ from placement_lint.suppression import scan
 #: bump when the shape or meaning of facts changes: part of every cache key
 FACTS_VERSION = 1
 
-EMPTY: dict[str, Any] = {"sites": [], "classes": [], "suppressions": {}, "parsed": False, "error": None}
+EMPTY: dict[str, Any] = {"sites": [], "classes": [], "suppressions": {}, "parsed": False, "reduced": False, "error": None}
 
 
 def file_facts(data: bytes, *, force: bool = False) -> dict[str, Any]:
-    """Facts of one file. `force` skips the prefilter (used for phase-two candidates)."""
+    """Facts of one file.
+
+    Normally only the regions that mention a trigger token are parsed (`regions.reduce_source`).
+    `force` parses the whole file whatever it mentions: phase two of the engine uses it for files
+    that apply a project ParallelStyle by name, which no static token can announce.
+    """
     if not force and not prefilter.might_match(data):
         return EMPTY
     try:
@@ -28,8 +33,17 @@ def file_facts(data: bytes, *, force: bool = False) -> dict[str, Any]:
 
     from placement_lint.analyzer import analyze_module
 
+    from placement_lint.regions import reduce_source
+
+    reduced = None if force else reduce_source(text)
+    if reduced is not None:
+        try:
+            module = cst.parse_module(reduced)
+        except cst.ParserSyntaxError:
+            reduced = None  # a region split inside a string or bracket: parse the real text
     try:
-        module = cst.parse_module(text)
+        if reduced is None:
+            module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "syntax error"
         return {**EMPTY, "parsed": True, "error": {"line": exc.raw_line, "column": exc.raw_column + 1, "message": f"could not parse: {first}"}}
@@ -38,5 +52,6 @@ def file_facts(data: bytes, *, force: bool = False) -> dict[str, Any]:
     result = analyze_module(module)
     result["suppressions"] = scan(text)
     result["parsed"] = True
+    result["reduced"] = reduced is not None
     result["error"] = None
     return result

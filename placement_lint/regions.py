@@ -1,0 +1,131 @@
+"""Keep only the regions of a file that can hold a finding, blanking the rest line for line.
+
+Parsing dominates the cost of analysing a candidate file, and in a large file most top-level
+definitions (and most methods of a large class) mention no trigger token. Blanking them (every
+line replaced by an empty line) keeps line and column numbers exact while LibCST parses only what
+matters. Kept: imports and other small module-level statements (name resolution, placement
+constants), every top-level def/class that mentions a token, and inside such a class its
+`__init__` (attribute placements), its non-method members, and the methods that mention a token
+(all of them when the class header itself does, e.g. a ParallelStyle subclass).
+
+Block boundaries come from indentation alone, so a split inside a multi-line string or bracket is
+possible; blanking there leaves a file that no longer parses, and the caller then falls back to
+the full text. Blanking never changes a kept line.
+"""
+
+from __future__ import annotations
+
+import re
+
+from placement_lint.prefilter import TRIGGER_TOKENS
+
+_TOKENS = re.compile("|".join(re.escape(t.decode()) for t in TRIGGER_TOKENS))
+_CONTINUATION = re.compile(r"(else|elif|except|finally)\b")
+_DEF = re.compile(r"(async\s+def|def|class)\b")
+#: `NAME = ...token...` / `self.NAME = ...token...`: a name that carries a token's meaning onward
+_ASSIGNED = re.compile(r"^[ \t]*(self\.)?([A-Za-z_]\w*)\s*(?::[^=\n]*)?=[^=\n]*$", re.MULTILINE)
+#: a module-level statement longer than this with no token is blanked (big tables, docs)
+MAX_PLAIN_STATEMENT_LINES = 40
+
+
+def _blocks(lines: list[str], indent: int, start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) line ranges of the statements at exactly `indent` columns."""
+    starts: list[int] = []
+    pending_decorator = False
+    for i in range(start, end):
+        line = lines[i]
+        stripped = line.lstrip(" \t")
+        if not stripped or stripped[0] in "#\n\r":
+            continue
+        col = len(line) - len(stripped)
+        if col != indent or stripped[0] in ")]}" or _CONTINUATION.match(stripped):
+            continue
+        if pending_decorator and _DEF.match(stripped):
+            pending_decorator = False
+            continue  # the def belongs to its decorators' block
+        pending_decorator = stripped.startswith("@")
+        starts.append(i)
+    if not starts:
+        return []
+    if starts[0] != start:
+        starts[0] = start  # leading comments/blank lines join the first block
+    return [(s, e) for s, e in zip(starts, starts[1:] + [end])]
+
+
+def _header_end(lines: list[str], s: int, e: int) -> int:
+    """Index of the line holding the `:` that ends a def/class header (decorators included)."""
+    for i in range(s, e):
+        stripped = lines[i].lstrip()
+        if _DEF.match(stripped) and lines[i].rstrip().endswith(":"):
+            return i
+    return -1
+
+
+def _carriers(chunk: str, attrs: bool) -> list[str]:
+    """Names assigned on lines that mention a token: `RANK = int(os.environ["RANK"])`,
+    `self.rank = dist.get_rank()`. Code that reads them is relevant too."""
+    out = []
+    for m in _ASSIGNED.finditer(chunk):
+        if _TOKENS.search(m.group(0)) and bool(m.group(1)) == attrs:
+            out.append(("self." if attrs else "") + m.group(2))
+    return out
+
+
+def _matcher(extra: list[str]):
+    if not extra:
+        return _TOKENS
+    words = "|".join(re.escape(e) + r"\b" for e in sorted(set(extra)))
+    return re.compile(_TOKENS.pattern + "|" + words)
+
+
+def reduce_source(text: str) -> str | None:
+    """The text with irrelevant regions blanked, or None when nothing could be blanked."""
+    lines = text.splitlines(keepends=True)
+    keep = [True] * len(lines)
+    blanked = False
+
+    def blank(s: int, e: int) -> None:
+        nonlocal blanked
+        for i in range(s, e):
+            keep[i] = False
+        blanked = True
+
+    top = _blocks(lines, 0, 0, len(lines))
+    chunks = ["".join(lines[s:e]) for s, e in top]
+    module_names = [n for c in chunks for n in _carriers(c, attrs=False)]
+    module_tokens = _matcher(module_names)
+    for (s, e), chunk in zip(top, chunks):
+        first = next((ln.lstrip() for ln in lines[s:e] if ln.strip() and not ln.lstrip().startswith(("#", "@"))), "")
+        is_def = bool(_DEF.match(first))
+        if not module_tokens.search(chunk):
+            if is_def or (e - s) > MAX_PLAIN_STATEMENT_LINES:
+                blank(s, e)
+            continue
+        if not first.startswith("class"):
+            continue
+        header = _header_end(lines, s, e)
+        if header < 0 or _TOKENS.search("".join(lines[s : header + 1])):
+            continue  # a class whose header mentions a token (a style): keep it whole
+        body_start = header + 1
+        indent = next(
+            (len(ln) - len(ln.lstrip(" \t")) for ln in lines[body_start:e] if ln.strip() and not ln.lstrip().startswith("#")),
+            None,
+        )
+        if not indent:
+            continue
+        members = _blocks(lines, indent, body_start, e)
+        texts = ["".join(lines[ms:me]) for ms, me in members]
+        member_tokens = _matcher(module_names + [n for t in texts for n in _carriers(t, attrs=True)])
+        kept_any = False
+        for (ms, me), member in zip(members, texts):
+            mfirst = next((ln.lstrip() for ln in lines[ms:me] if ln.strip() and not ln.lstrip().startswith(("#", "@"))), "")
+            if not _DEF.match(mfirst) or "def __init__" in mfirst or member_tokens.search(member):
+                kept_any = True
+                continue
+            blank(ms, me)
+        if not kept_any:
+            # a class body must not be empty; cannot happen (the token is somewhere) but be safe
+            return None
+    if not blanked:
+        return None
+    return "".join(ln if k else ("\n" if ln.endswith("\n") else "") for ln, k in zip(lines, keep))
