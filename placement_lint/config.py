@@ -176,15 +176,20 @@ def _read_toml(path: Path, shown: str) -> dict[str, Any]:
         raise ConfigError(f"{shown}: cannot read: {e.strerror or e}") from None
 
 
-def _table(path: Path, shown: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The placement-lint table of a parsed config file and how to name it in messages."""
-    if path.name == "pyproject.toml":
-        tool = data.get("tool", {})
-        table = tool.get("placement-lint") if isinstance(tool, dict) else None
-        if table is not None and not isinstance(table, dict):
-            raise ConfigError(f"{shown}: [tool.placement-lint] must be a table")
-        return table, f"{shown}: [tool.placement-lint]"
-    return data, shown
+def _label(path: Path, shown: str) -> str:
+    """How messages name the table: the file, plus the table for a pyproject.toml."""
+    return f"{shown}: [tool.placement-lint]" if path.name == "pyproject.toml" else shown
+
+
+def _table(path: Path, shown: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The placement-lint table of a parsed config file (None if a pyproject.toml has none)."""
+    if path.name != "pyproject.toml":
+        return data  # the dedicated files hold the keys at top level
+    tool = data.get("tool", {})
+    table = tool.get("placement-lint") if isinstance(tool, dict) else None
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{_label(path, shown)} must be a table")
+    return table
 
 
 def find_config_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -204,7 +209,7 @@ def find_config_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
                         continue
                 except OSError:
                     continue
-            table, _ = _table(path, shown, _read_toml(path, shown))
+            table = _table(path, shown, _read_toml(path, shown))
             if table is not None:
                 return path, table
     return None
@@ -301,14 +306,13 @@ def load_config(cwd: Path, config_path: Path | None = None, overrides: dict[str,
         if not source.is_file():
             raise ConfigError(f"{config_path}: config file not found")
         shown = _shown(source, cwd)
-        table, label = _table(source, shown, _read_toml(source, shown))
-        values = _from_table(table or {}, label)
+        table = _table(source, shown, _read_toml(source, shown))
+        values = _from_table(table or {}, _label(source, shown))
     else:
         found = find_config_file(cwd)
         if found is not None:
             source, table = found
-            _, label = _table(source, _shown(source, cwd), {})
-            values = _from_table(table, label)
+            values = _from_table(table, _label(source, _shown(source, cwd)))
 
     for name, value in (overrides or {}).items():
         if value is None:

@@ -90,6 +90,22 @@ def _parse(line: str) -> tuple[str, bool, bool, bool] | None:
     return pat, negated, dir_only, anchored
 
 
+def _regex(pat: str, dir_only: bool, anchored: bool) -> str:
+    out = "" if anchored else "(?:.*/)?"
+    sep = ""
+    segs = [s for s in pat.split("/") if s]
+    for i, seg in enumerate(segs):
+        if seg == "**":
+            # trailing `/**`: everything inside; leading or middle `**/`: zero or more directories
+            out += sep + (".+" if i == len(segs) - 1 else "(?:.*/)?")
+            sep = ""
+        else:
+            # (?=[^/]): a segment is never empty, so `b/*` cannot match the directory `b/`
+            out += sep + "(?=[^/])" + _glob_segment(seg)
+            sep = "/"
+    return out + ("/$" if dir_only else "/?$")
+
+
 def translate(line: str) -> tuple[str, bool] | None:
     """One gitignore line -> (regex source, negated), or None for blank lines and comments.
 
@@ -101,19 +117,7 @@ def translate(line: str) -> tuple[str, bool] | None:
     if parsed is None:
         return None
     pat, negated, dir_only, anchored = parsed
-    segs = [s for s in pat.split("/") if s]
-    out = "" if anchored else "(?:.*/)?"
-    sep = ""
-    for i, seg in enumerate(segs):
-        if seg == "**":
-            # trailing `/**`: everything inside; leading or middle `**/`: zero or more directories
-            out += sep + (".+" if i == len(segs) - 1 else "(?:.*/)?")
-            sep = ""
-        else:
-            out += sep + _glob_segment(seg)
-            sep = "/"
-    out += "/$" if dir_only else "/?$"
-    return out, negated
+    return _regex(pat, dir_only, anchored), negated
 
 
 _GLOB_CHARS = frozenset("*?[\\")
@@ -135,13 +139,13 @@ class _Run:
         self.name_regex: re.Pattern[str] | None = None
         self.path_regex: re.Pattern[str] | None = None
 
-    def add(self, pat: str, dir_only: bool, anchored: bool, line: str) -> None:
+    def add(self, pat: str, dir_only: bool, anchored: bool) -> None:
         if not anchored and not (_GLOB_CHARS & set(pat)):
             (self.dir_names if dir_only else self.names).add(pat)
         elif not anchored:
             self._name_src.append(_glob_segment(pat) + ("/$" if dir_only else "/?$"))
         else:
-            self._path_src.append(translate(line)[0])  # type: ignore[index]
+            self._path_src.append(_regex(pat, dir_only, anchored))
 
     def compile(self) -> None:
         if self._name_src:
@@ -160,19 +164,18 @@ class _Run:
 class PatternSet:
     """Compiled gitignore-style patterns: the last matching pattern wins, as in git."""
 
-    __slots__ = ("_runs", "patterns")
+    __slots__ = ("_runs",)
 
     def __init__(self, lines: Iterable[str]):
-        self.patterns = list(lines)
         runs: list[_Run] = []
-        for line in self.patterns:
+        for line in lines:
             parsed = _parse(line)
             if parsed is None:
                 continue
             pat, negated, dir_only, anchored = parsed
             if not runs or runs[-1].ignored == negated:
                 runs.append(_Run(ignored=not negated))
-            runs[-1].add(pat, dir_only, anchored, line)
+            runs[-1].add(pat, dir_only, anchored)
         for run in runs:
             run.compile()
         self._runs = runs[::-1]  # checked from the last run backwards: the first match decides

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,6 +54,9 @@ def in_tmp(tmp_path, monkeypatch):
         ("a/**/b", "a/x/y/b", True),
         ("a/**", "a/x/y.py", True),
         ("a/**", "a/", False),  # `a/**` is what is inside a, not a
+        ("b/*", "b/", False),  # `*` never matches an empty segment
+        ("b/**/", "b/c", False),  # dir-only: files inside b are not matched (git agrees)
+        ("b/**/", "b/c/", True),
         ("tests/data/**", "tests/data/x.py", True),
         ("tests/data/**", "tests/data/sub/", True),
         ("te?t.py", "test.py", True),
@@ -258,3 +264,35 @@ def test_symlinked_directories_are_not_followed(in_tmp):
     os.symlink(in_tmp / "real" / "a.py", in_tmp / "alias.py")
     found = rel(discover(["."], Config(root=in_tmp)), in_tmp)
     assert found == ["alias.py", "real/a.py"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_agrees_with_git(tmp_path, monkeypatch):
+    """Random .gitignore files: discover() keeps exactly the .py files git does not ignore."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    files = [
+        "/".join(p for p in (d1, d2, f) if p)
+        for d1 in ("", "a", "b", "ab")
+        for d2 in (("",) if not d1 else ("", "a", "b"))
+        for f in ("x.py", "a.py", "b.py")
+    ]
+    make(tmp_path, *files)
+    monkeypatch.chdir(tmp_path)
+    segments = ["a", "b", "*", "**", "?.py", "[ab]", "a*", "*.py", "x.py"]
+    rng = random.Random(20240601)
+    cases = [["**/", "!b/*"], ["b/**/"], ["*", "!*/", "!a.py"], ["/a/", "!a/x.py"], ["a/**/b.py", "!b/"]]
+    for _ in range(60):
+        lines = []
+        for _ in range(rng.randint(1, 3)):
+            pat = "/".join(rng.choice(segments) for _ in range(rng.randint(1, 3)))
+            pat = ("/" if rng.random() < 0.3 else "") + pat + ("/" if rng.random() < 0.3 else "")
+            lines.append(("!" if rng.random() < 0.25 else "") + pat)
+        cases.append(lines)
+    for lines in cases:
+        (tmp_path / ".gitignore").write_text("\n".join(lines) + "\n")
+        out = subprocess.run(
+            ["git", "ls-files", "--others", "--exclude-standard"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        want = sorted(p for p in out if p.endswith(".py"))
+        got = sorted(p.as_posix() for p in discover(["."], Config(root=tmp_path)))
+        assert got == want, lines
