@@ -64,7 +64,8 @@ class _CLI(click.Group):
         try:
             cmd = getattr(importlib.import_module(module), attr)
         except ImportError as e:
-            raise UsageError(f"`{PROG} {name}` is not available in this installation ({e})") from None
+            hint = "; install it with `pip install 'placement-lint[runtime]'`" if e.name == "torch" else ""
+            raise UsageError(f"`{PROG} {name}` is not available in this installation ({e}){hint}") from None
         self.add_command(cmd, name)
         return cmd
 

@@ -71,6 +71,8 @@ class Config:
     extend_select: list[str] = dataclasses.field(default_factory=list)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        # Rule selection is resolved once and cached; assigning a selector field resets it
+        # (changing one of the lists in place does not).
         object.__setattr__(self, name, value)
         if name in _SELECTOR_FIELDS:
             self.__dict__.pop("_resolved_cache", None)

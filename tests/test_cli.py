@@ -337,6 +337,17 @@ def test_unavailable_lazy_command(monkeypatch):
     assert "ghost" not in run("--help").stdout  # listed only when its module exists
 
 
+def test_lazy_command_without_torch_says_how_to_install(tmp_path, monkeypatch):
+    import placement_lint.cli as cli_mod
+
+    (tmp_path / "needs_torch_mod.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli_mod._LAZY_COMMANDS, "ghost", ("needs_torch_mod", "confirm", "A ghost."))
+    res = run("ghost")
+    assert res.exit_code == 2
+    assert "install it with `pip install 'placement-lint[runtime]'`" in res.stderr
+
+
 def test_lazy_command_loads_on_first_use(tmp_path, monkeypatch):
     import placement_lint.cli as cli_mod
 
