@@ -32,7 +32,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 import placement_lint
 from placement_lint.runtime import _compat
-from placement_lint.runtime._compat import DTensor, placement_kind, placement_str
+from placement_lint.runtime._compat import DTensor, Replicate, placement_kind, placement_str
 
 N_SAMPLES = 48  # sampled gradient values per fingerprint: enough to see a rank's slice
 FP_HEAD = ("norm", "l1", "sum", "absmax", "hash")
@@ -42,6 +42,7 @@ _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _PKG_DIR = os.path.dirname(os.path.abspath(placement_lint.__file__)) + os.sep
 _STDLIB_DIR = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
 _CALL_IMPL_CODE = torch.nn.Module._call_impl.__code__
+_MODULE_PY = _CALL_IMPL_CODE.co_filename
 
 _ORIG = {
     "to_local": DTensor.to_local,
@@ -171,8 +172,15 @@ class _ProvenanceMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         m = self.m
+        if m._force_slices and func in _SLICE_FUNCS and args and isinstance(args[0], torch.Tensor):
+            f = sys._getframe(1)
+            if (os.path.abspath(f.f_code.co_filename), f.f_lineno) in m._force_slices and args[0].requires_grad:
+                # --verify-fix for a hand slice of a replicated tensor: sum its gradient over the
+                # ranks, which is what redistribute(Shard(d))'s backward (an all-gather) amounts to
+                args = (_SumGradOverWorld.apply(args[0]),) + tuple(args[1:])
+                m.forced_calls += 1
+        out = func(*args, **kwargs)
         if not m._tracked and not (m._watch and func in _SLICE_FUNCS):
             return out  # fast path: nothing derived from a local tensor is alive
         if getattr(_tls, "busy", False):
@@ -207,6 +215,19 @@ class _ProvenanceMode(TorchFunctionMode):
         self.m._tracked[t] = root
 
 
+class _SumGradOverWorld(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.contiguous().clone()
+        if dist.is_initialized():
+            dist.all_reduce(g)
+        return g
+
+
 def _iter_tensors(args, kwargs):
     for a in args:
         if isinstance(a, torch.Tensor):
@@ -226,7 +247,7 @@ class _Site:
     __slots__ = (
         "id", "api", "path", "line", "function", "module", "hook", "torch_frame", "calls",
         "forward", "declared", "effective", "mesh", "records", "root", "hooked", "dtype",
-        "label_sharded_only", "slice_op",
+        "label_sharded_only", "slice_op", "local_map",
     )
 
     def __init__(self, sid: str, api: str, path: str, line: int, function: str, module: str,
@@ -250,6 +271,7 @@ class _Site:
         self.dtype = ""
         self.label_sharded_only = False
         self.slice_op = ""
+        self.local_map = ""
 
 
 class PlacementMonitor:
@@ -262,8 +284,10 @@ class PlacementMonitor:
     """
 
     def __init__(self, *, force: dict[str, list] | None = None,
-                 watch: Iterable[tuple[str, int]] = (), track_provenance: bool = True):
+                 watch: Iterable[tuple[str, int]] = (), track_provenance: bool = True,
+                 force_slices: Iterable[tuple[str, int]] = ()):
         self.force = dict(force or {})
+        self._force_slices = {(os.path.abspath(p), int(l)) for p, l in force_slices}
         self._watch = {(os.path.abspath(p), int(l)) for p, l in watch}
         self.track_provenance = track_provenance
         self.sites: dict[str, _Site] = {}
@@ -309,15 +333,19 @@ class PlacementMonitor:
         chain: list[Any] = []  # modules being called, innermost first
         hook = ""
         prev_code = None
+        hook_caller = None  # code object called by Module._call_impl (or its nested `inner`)
         f = frame
         while f is not None:
             code = f.f_code
+            if code.co_filename == _MODULE_PY and code.co_name == "inner" and hook_caller is None:
+                # torch >= 2.x runs hooks from a closure nested in _call_impl
+                hook_caller = prev_code
             if code is _CALL_IMPL_CODE:
                 mod = f.f_locals.get("self")
                 if mod is not None:
                     if not chain:
                         # the innermost module call: did it reach us through a hook or forward?
-                        hook = self._hook_kind(mod, prev_code)
+                        hook = self._hook_kind(mod, hook_caller or prev_code)
                     chain.append(mod)
             elif user is None:
                 fn = code.co_filename
@@ -416,12 +444,28 @@ class PlacementMonitor:
         loading) is torch's own and correct by construction.
         """
         path, line, func, module, hook, torch_frame = self._locate(frame)
-        if not _is_user_file(frame.f_code.co_filename) and hook not in ("pre", "post"):
-            return None
-        sid = f"{api}|{path}|{line}|{module}|{hook}"
+        lm = ""
+        if not _is_user_file(frame.f_code.co_filename):
+            if frame.f_code.co_name == "_local_map_wrapped":
+                # local_map converts its inputs/outputs on the user's behalf: a user decision
+                # (in_grad_placements), attributed to the local_map'd function
+                flocals = frame.f_locals
+                fn = flocals.get("func")
+                code = _code_of(fn)
+                arg_idx = flocals.get("idx") if api != "from_local" else None
+                if code is not None:
+                    lm = f"{os.path.abspath(code.co_filename)}:{code.co_firstlineno}:{code.co_name}"
+                else:
+                    lm = getattr(fn, "__qualname__", "?")
+                if isinstance(arg_idx, int):
+                    lm += f"|arg{arg_idx}"  # each input of the local_map'd function is its own site
+            elif hook not in ("pre", "post"):
+                return None
+        sid = f"{api}|{path}|{line}|{module}|{hook}" + (f"|local_map={lm}" if lm else "")
         site = self.sites.get(sid)
         if site is None:
             site = _Site(sid, api, path, line, func, module, hook, torch_frame)
+            site.local_map = lm
             if mesh is not None:
                 site.mesh = self._mesh_info(mesh)
             self.sites[sid] = site
@@ -442,7 +486,9 @@ class PlacementMonitor:
         if forced:
             base = list(eff)
             for i, k in enumerate(forced):
-                if k and i < len(base):
+                # only relabel Replicate<->Partial: a Shard label describes different data per
+                # rank and is never what a fix changes
+                if k and i < len(base) and base[i] in ("R", "P") and k in ("R", "P"):
                     base[i] = k
             if base != eff:
                 eff = base
@@ -550,6 +596,50 @@ class PlacementMonitor:
             self._attach_grad_hook(site, base, record)
 
     # -- report ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _param_entry(self, p, ref, with_reference: bool) -> dict | None:
+        """Fingerprint one parameter's gradient. Collective for Partial grads and references:
+        callers run it on every rank over the same parameter list."""
+        g = p.grad
+        if isinstance(p, DTensor):
+            entry: dict = {
+                "dtensor": True,
+                "placements": [placement_kind(x) for x in p.placements],
+                "placement_strs": [placement_str(x) for x in p.placements],
+                "mesh": self._mesh_info(p.device_mesh),
+                "dtype": str(p.dtype).replace("torch.", ""),
+                "grad": g is not None,
+            }
+            if g is None:
+                return entry
+            if isinstance(g, DTensor):
+                kinds = [placement_kind(x) for x in g.placements]
+                entry["grad_placements_raw"] = kinds
+                if "P" in kinds:
+                    # torch may leave a replicated parameter's grad Partial (pending reduction);
+                    # compare what the optimizer would see once it is reduced
+                    g = g.redistribute(g.device_mesh, [Replicate() if x.is_partial() else x for x in g.placements])
+                entry["grad_placements"] = [placement_kind(x) for x in g.placements]
+                local = g._local_tensor
+            else:
+                entry["grad_placements"] = entry["placements"]
+                local = g
+            entry["fp"] = fingerprint(local)
+            if with_reference:
+                full = g.full_tensor() if isinstance(g, DTensor) else g
+                entry["ref_rel_diff"] = _ref_rel_diff(full, ref)
+            return entry
+        # plain parameter: replicas are the ranks holding the same values (a broadcast-initialised
+        # Linear); per-rank experts hold different values and are never compared
+        entry = {"dtensor": False, "placements": [], "placement_strs": [],
+                 "dtype": str(p.dtype).replace("torch.", ""), "grad": g is not None,
+                 "value": fingerprint(p)}
+        if g is not None:
+            entry["fp"] = fingerprint(g)
+            if with_reference and ref is not None and tuple(ref.shape) == tuple(g.shape):
+                entry["ref_rel_diff"] = _ref_rel_diff(g, ref)
+        return entry
+
     def collect(self, model: torch.nn.Module | None = None, *, reference: dict | None = None) -> dict:
         """This rank's payload (plain Python, picklable). One device->host copy.
 
@@ -568,30 +658,14 @@ class PlacementMonitor:
         params: dict[str, dict] = {}
         if model is not None:
             for name, p in model.named_parameters():
-                if not isinstance(p, DTensor):
+                entry = self._param_entry(p, reference.get(name) if reference is not None else None,
+                                          reference is not None)
+                if entry is None:
                     continue
-                entry: dict = {
-                    "placements": [placement_kind(x) for x in p.placements],
-                    "placement_strs": [placement_str(x) for x in p.placements],
-                    "mesh": self._mesh_info(p.device_mesh),
-                    "dtype": str(p.dtype).replace("torch.", ""),
-                    "grad": p.grad is not None,
-                }
-                g = p.grad
-                if g is not None:
-                    if isinstance(g, DTensor):
-                        entry["grad_placements"] = [placement_kind(x) for x in g.placements]
-                        local = g._local_tensor
-                    else:
-                        entry["grad_placements"] = entry["placements"]
-                        local = g
-                    entry["fp"] = fingerprint(local).to("cpu")
-                    slots.append((entry, "fp"))
-                    fps.append(entry["fp"])
-                    if reference is not None:
-                        full = g.full_tensor() if isinstance(g, DTensor) else g
-                        ref = reference.get(name)
-                        entry["ref_rel_diff"] = _ref_rel_diff(full, ref)
+                for key in ("fp", "value"):
+                    if isinstance(entry.get(key), torch.Tensor):
+                        slots.append((entry, key))
+                        fps.append(entry[key].to("cpu"))
                 params[name] = entry
         if fps:
             host = torch.stack(fps).tolist()
@@ -616,6 +690,7 @@ class PlacementMonitor:
                 "dtype": site.dtype,
                 "root": site.root.id if site.root is not None else None,
                 "slice_op": site.slice_op,
+                "local_map": site.local_map,
                 "records": [
                     {k: v for k, v in rec.items() if k in ("grad", "fp", "fwd", "dtype", "grad_placements", "hits")}
                     for rec in site.records
@@ -629,6 +704,42 @@ class PlacementMonitor:
             "params": params,
             "forced_calls": self.forced_calls,
         }
+
+
+def param_location(model: torch.nn.Module, name: str) -> dict:
+    """Where a parameter is defined: the `self.<attr> =` line in the nearest user-defined
+    module's __init__ (walking up from torch's own modules such as nn.Linear)."""
+    import inspect
+    import re
+
+    parts = name.split(".")
+    chain = [model]
+    for p in parts[:-1]:
+        chain.append(getattr(chain[-1], p, None) if chain[-1] is not None else None)
+    attrs = parts[-1:]
+    for depth in range(len(chain) - 1, -1, -1):
+        mod = chain[depth]
+        attr = attrs[0]
+        if mod is None:
+            break
+        cls = type(mod)
+        try:
+            src_file = inspect.getsourcefile(cls)
+        except TypeError:
+            src_file = None
+        if src_file and _is_user_file(src_file):
+            try:
+                lines, start = inspect.getsourcelines(cls)
+            except (OSError, TypeError):
+                lines, start = [], 1
+            pat = re.compile(rf"self\.{re.escape(attr)}\s*(:[^=]*)?=(?!=)")
+            for i, text in enumerate(lines):
+                if pat.search(text):
+                    return {"path": os.path.abspath(src_file), "line": start + i}
+            return {"path": os.path.abspath(src_file), "line": start}
+        if depth > 0:
+            attrs = [parts[depth - 1]]
+    return {}
 
 
 def _ref_rel_diff(full: torch.Tensor, ref: torch.Tensor | None) -> float | None:

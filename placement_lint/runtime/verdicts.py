@@ -241,7 +241,24 @@ def judge_params(payloads: list[dict]) -> list[dict]:
             continue
         tol = rtol_for(first.get("dtype") or "")
         worst = (0.0, None, None)
-        for dim, kind in enumerate(first.get("placements") or []):
+        if not first.get("dtensor", True):
+            # plain parameter: compare among ranks holding identical values (its replicas)
+            groups: dict[tuple, list[int]] = {}
+            for r, e in per_rank.items():
+                key = tuple(round(v, 7) for v in (e.get("value") or [])[:N_HEAD])
+                groups.setdefault(key, []).append(r)
+            for ranks in groups.values():
+                if len(ranks) < 2:
+                    continue
+                rel = max(rel_diff(per_rank[ranks[0]]["fp"], per_rank[r]["fp"]) for r in ranks[1:])
+                if rel > worst[0]:
+                    worst = (rel, -1, sorted(ranks))
+            entry["placements"] = ["plain tensor"]
+            if len(groups) != 1 and "matches_reference" in entry:
+                # per-rank parameters (local experts): a one-rank run has other shapes/values
+                entry.pop("matches_reference")
+                entry.pop("reference_rel_diff", None)
+        for dim, kind in enumerate(first.get("placements") or [] if first.get("dtensor", True) else []):
             gk = (first.get("grad_placements") or [])[dim:dim + 1]
             if kind != "R" or (gk and gk[0] != "R"):
                 continue
@@ -253,7 +270,8 @@ def judge_params(payloads: list[dict]) -> list[dict]:
                     worst = (rel, dim, ranks)
         if worst[1] is not None and worst[0] > tol:
             entry["status"] = "diverging"
-            entry["mesh_dim"] = _dim_name(first.get("mesh"), worst[1])
+            entry["mesh_dim"] = (_dim_name(first.get("mesh"), worst[1]) if worst[1] >= 0
+                                 else "world (ranks holding identical values)")
             entry["group_ranks"] = worst[2]
             entry["max_rel_diff"] = _round(worst[0])
         out.append(entry)
@@ -287,6 +305,7 @@ def compute(payloads: list[dict]) -> dict:
             "module": any_site.get("module", ""),
             "hook": any_site.get("hook", ""),
             "root": any_site.get("root"),
+            "local_map": any_site.get("local_map", ""),
             **res,
         })
     return {

@@ -110,13 +110,14 @@ def run(spec: dict) -> int:
             if mode == "check":
                 force = (spec.get("force") or {}).get(h) or {}
                 with _compat.eager_compiled_regions() as compile_mode:
-                    with PlacementMonitor(force=force, watch=[tuple(w) for w in spec.get("watch", [])]) as mon:
+                    with PlacementMonitor(force=force, watch=[tuple(w) for w in spec.get("watch", [])],
+                                          force_slices=[tuple(w) for w in (spec.get("force_slices") or {}).get(h, [])]) as mon:
                         progress(f"{h}: running the harness")
                         model = fn(ctx)
                 run_s = time.perf_counter() - t0
                 ref = None
                 ref_path = (spec.get("reference") or {}).get(h)
-                if ref_path:
+                if ref_path and getattr(fn, "supports_reference", True) and os.path.exists(ref_path):
                     ref = torch.load(ref_path, map_location="cpu", weights_only=True)
                 progress(f"{h}: collecting")
                 payload = mon.collect(model if isinstance(model, torch.nn.Module) else None, reference=ref)
@@ -124,6 +125,12 @@ def run(spec: dict) -> int:
                 payloads = gather(payload)
                 if rank == 0:
                     res = compute(payloads)
+                    if isinstance(model, torch.nn.Module):
+                        from placement_lint.runtime.monitor import param_location
+
+                        for p in res["params"]:
+                            if p.get("status") == "diverging" or p.get("matches_reference") is False:
+                                p["location"] = param_location(model, p["name"])
                     res.update({"harness": h, "seconds": round(time.perf_counter() - t0, 4),
                                 "harness_seconds": round(run_s, 4), "backend": backend,
                                 "compile": {"mode": compile_mode, "compiled_regions": compiled["n"]}})
@@ -143,7 +150,8 @@ def run(spec: dict) -> int:
                             continue
                         g = g.full_tensor() if isinstance(g, _compat.DTensor) else g
                         grads[name] = g.detach().to("cpu")
-                torch.save(grads, spec["reference_out"][h])
+                if getattr(fn, "supports_reference", True):
+                    torch.save(grads, spec["reference_out"][h])
                 results.append({"harness": h, "params": len(grads)})
             else:  # "plain": the harness without the monitor (benchmark baseline)
                 model = fn(ctx)

@@ -1,0 +1,209 @@
+"""`placement-lint confirm`: the static pass, then a short run on a real mesh, then verdicts.
+
+Imported only when `confirm` is invoked (cli.py loads it lazily), and even then torch is imported
+inside the command, so `placement-lint confirm --help` works without torch and a missing torch is
+one clear error line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from placement_lint.errors import PlacementLintError, UsageError
+from placement_lint.runtime import TORCH_MISSING
+
+FORMATS = ("text", "concise", "json", "sarif", "github", "rdjson")
+
+# Code that asks for its rank cannot be simulated in one process: every simulated rank would
+# see rank 0 and the check would compare rank 0 with itself.
+_RANK_QUERY = re.compile(r"\b(get_rank|get_local_rank|get_coordinate|get_node_local_rank)\s*\(|\bctx\.rank\b|\bctx\.local_rank\b")
+
+
+def _rank_queries(files: list[Path]) -> list[str]:
+    hits = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for i, line in enumerate(text.splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if _RANK_QUERY.search(code):
+                hits.append(f"{f}:{i}: {line.strip()}")
+    return hits
+
+
+def _py_files(paths: list[str]) -> list[Path]:
+    out = []
+    for p in paths:
+        pp = Path(p)
+        if pp.is_dir():
+            out.extend(sorted(pp.rglob("*.py")))
+        elif pp.suffix == ".py":
+            out.append(pp)
+    return out
+
+
+@click.command("confirm", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--harness", "harnesses", multiple=True, required=True, metavar="FILE_OR_MODULE:FUNC",
+              help="Harness callable (repeatable): path/to/file.py:func or package.module:func.")
+@click.option("--nproc", type=click.IntRange(1), default=2, show_default=True, help="Ranks per node.")
+@click.option("--backend", type=click.Choice(["auto", "nccl", "gloo", "sim"]), default="auto", show_default=True,
+              help="auto: nccl when there is a CUDA device per rank, else gloo; sim: one process, simulated ranks.")
+@click.option("--reference", is_flag=True, help="Also compare parameter gradients with a one-rank run of the harness.")
+@click.option("--verify-fix", is_flag=True, help="Rerun with the fix injected at each confirmed site and prove it.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds before the run is killed.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--nnodes", help="torchrun --nnodes (multi-node).")
+@click.option("--node-rank", type=int, help="torchrun --node-rank (multi-node).")
+@click.option("--rdzv-endpoint", help="torchrun --rdzv-endpoint HOST:PORT (c10d rendezvous).")
+@click.option("--master-addr", help="torchrun --master-addr.")
+@click.option("--master-port", type=int, help="torchrun --master-port.")
+@click.option("--keep-dir", type=click.Path(file_okay=False), help="Keep launch files (spec, logs, results) here.")
+def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fmt, output_file, config_path,
+            nnodes, node_rank, rdzv_endpoint, master_addr, master_port, keep_dir) -> int:
+    """Run the static pass over PATHS, then the harness on NPROC ranks, and give every finding a
+    runtime verdict: confirmed, refuted, double-count, mixed, inconclusive or not-reached."""
+    try:
+        from placement_lint.runtime import require_torch
+
+        require_torch()
+    except ImportError:
+        raise PlacementLintError(TORCH_MISSING) from None
+    from placement_lint import engine, reporters
+    from placement_lint.config import load_config
+    from placement_lint.runtime import merge
+    from placement_lint.runtime.harness import harness_source_path
+    from placement_lint.runtime.launcher import LaunchOptions, launch
+
+    cwd = os.getcwd()
+    paths = list(paths) or ["."]
+    for p in paths:
+        if not os.path.exists(p):
+            raise UsageError(f"{p}: no such file or directory")
+    config = load_config(Path(cwd), config_path, None)
+    report = engine.lint(paths, config)
+    watch = sorted({(os.path.abspath(f.path), f.line) for f in report.findings})
+
+    if backend == "sim":
+        sources = _py_files(paths)
+        for h in harnesses:
+            src = harness_source_path(h, cwd)
+            if src is not None:
+                sources.append(src)
+        hits = _rank_queries(sources)
+        if hits:
+            shown = "\n  ".join(hits[:5]) + ("\n  ..." if len(hits) > 5 else "")
+            raise UsageError("--backend sim cannot run code that asks for its rank (every simulated rank "
+                             f"would see rank 0); use --backend gloo or nccl. Rank queries:\n  {shown}")
+
+    opts = LaunchOptions(nproc=nproc, backend=backend, timeout=timeout, nnodes=nnodes, node_rank=node_rank,
+                         rdzv_endpoint=rdzv_endpoint, master_addr=master_addr, master_port=master_port,
+                         keep_dir=keep_dir)
+    work = keep_dir or tempfile.mkdtemp(prefix="placement-lint-ref-")
+    base_spec = {"harnesses": list(harnesses), "cwd": cwd, "mode": "check", "watch": watch}
+
+    ref_files: dict[str, str] = {}
+    if reference or verify_fix:
+        ref_files = {h: os.path.join(work, f"reference{i}.pt") for i, h in enumerate(harnesses)}
+        ref_opts = LaunchOptions(nproc=1, backend="gloo" if backend == "sim" else backend, timeout=timeout,
+                                 keep_dir=os.path.join(work, "reference") if keep_dir else None)
+        _progress(f"reference: one-rank run of {len(harnesses)} harness(es)")
+        launch(dict(base_spec, mode="reference", reference_out=ref_files), ref_opts)
+        base_spec["reference"] = ref_files
+
+    _progress(f"check: {len(harnesses)} harness(es) on {nproc} rank(s), backend {backend}")
+    result = launch(base_spec, opts)
+    if result.get("remote"):
+        click.echo("placement-lint: this node's ranks finished; node 0 reports the verdicts", err=True)
+        return 0
+    results = result["results"]
+    for res in results:
+        for w in res.get("warnings", []):
+            click.echo(f"placement-lint: warning: {res.get('harness')}: {w}", err=True)
+    merge.merge(report, results, cwd, reference=bool(ref_files))
+
+    if verify_fix:
+        force, slices = merge.verify_targets(results, report)
+        if not force and not slices:
+            _progress("verify-fix: nothing confirmed, nothing to fix")
+        else:
+            n = sum(len(v) for v in force.values()) + sum(len(v) for v in slices.values())
+            _progress(f"verify-fix: rerun with the fix injected at {n} site(s)")
+            fixed = launch(dict(base_spec, force=force, force_slices=slices), dict_opts(opts, keep_dir, "verify"))
+            _annotate_fix(report, results, fixed["results"], force, slices)
+
+    out = reporters.render(report, fmt)
+    if output_file is not None:
+        try:
+            output_file.write_text(out, encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"{output_file}: cannot write: {e.strerror or e}") from None
+    elif out:
+        click.echo(out, nl=False)
+    errors = reporters.render_errors(report, fmt)
+    if errors:
+        click.echo(errors, err=True, nl=False)
+    return merge.exit_code(report)
+
+
+def dict_opts(opts, keep_dir, sub):
+    import dataclasses
+
+    return dataclasses.replace(opts, keep_dir=os.path.join(keep_dir, sub) if keep_dir else None)
+
+
+def _progress(text: str) -> None:
+    if os.environ.get("PLACEMENT_LINT_QUIET"):
+        return
+    click.echo(f"placement-lint: {text}", err=True)
+
+
+def _annotate_fix(report, before: list[dict], after: list[dict], force: dict, slices: list) -> None:
+    """Attach the proof to every finding that was confirmed: do replicated parameter gradients
+    agree across ranks now, and do they match the one-rank reference?"""
+    from placement_lint.runtime.merge import BAD
+
+    summary = []
+    by_h = {r.get("harness"): r for r in after}
+    for h, res in by_h.items():
+        if not force.get(h) and not slices.get(h):
+            continue  # nothing was confirmed in this harness: nothing to prove
+        params = res.get("params", [])
+        diverging = [p["name"] for p in params if p.get("status") == "diverging"]
+        mism = [p["name"] for p in params if p.get("matches_reference") is False]
+        bad_sites = [f"{s['path']}:{s['line']}" for s in res.get("sites", []) if s["verdict"] == "confirmed"]
+        summary.append({
+            "harness": h,
+            "forced_sites": sorted((force.get(h) or {}).keys()) + [f"{p}:{l}" for p, l in slices.get(h, [])],
+            "forced_calls": res.get("forced_calls", 0),
+            "params_agree": not diverging,
+            "diverging_params": diverging,
+            "matches_reference": (not mism) if any("matches_reference" in p for p in params) else None,
+            "reference_mismatches": mism,
+            "still_confirmed_sites": bad_sites,
+        })
+    for f in report.findings:
+        rt = f.runtime or {}
+        if rt.get("verdict") not in BAD:
+            continue
+        h = (rt.get("evidence") or {}).get("harness")
+        proof = next((s for s in summary if s["harness"] == h), None)
+        if proof is not None:
+            ok = proof["params_agree"] and proof["matches_reference"] is not False and proof["forced_calls"] > 0
+            rt.setdefault("evidence", {})["fix_verified"] = dict(proof, verified=ok)
+    for s in summary:
+        ok = s["params_agree"] and s["matches_reference"] is not False and s["forced_calls"] > 0
+        _progress(f"verify-fix: {s['harness']}: {'fix proven' if ok else 'fix NOT proven'} "
+                  f"(replicated gradients agree: {'yes' if s['params_agree'] else 'no: ' + ', '.join(s['diverging_params'])}; "
+                  f"match reference: {({True: 'yes', False: 'no: ' + ', '.join(s['reference_mismatches']), None: 'n/a'})[s['matches_reference']]}; "
+                  f"{s['forced_calls']} call(s) patched)")
