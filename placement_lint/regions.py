@@ -28,11 +28,32 @@ _ASSIGNED = re.compile(r"^[ \t]*(self\.)?([A-Za-z_]\w*)\s*(?::[^=\n]*)?=[^=\n]*$
 MAX_PLAIN_STATEMENT_LINES = 40
 
 
-def _blocks(lines: list[str], indent: int, start: int, end: int) -> list[tuple[int, int]]:
+# Comments and one-line strings are matched first so that a quote inside them is not taken for
+# the start of a triple-quoted string.
+_STRINGS = re.compile(
+    r"#[^\n]*"
+    r'|(?P<triple>[rRbBfFuU]{0,2}(?:"""(?:\\.|[^\\])*?"""|' r"'''(?:\\.|[^\\])*?'''))"
+    r'|"(?:\\.|[^"\\\n])*"' r"|'(?:\\.|[^'\\\n])*'"
+)
+
+
+def _string_lines(text: str) -> set[int]:
+    """0-based numbers of the lines that start inside a triple-quoted string (not statements)."""
+    inside: set[int] = set()
+    for m in _STRINGS.finditer(text):
+        if m.group("triple") and "\n" in m.group(0):
+            first = text.count("\n", 0, m.start())
+            inside.update(range(first + 1, first + m.group(0).count("\n") + 1))
+    return inside
+
+
+def _blocks(lines: list[str], indent: int, start: int, end: int, skip: set[int] | frozenset = frozenset()) -> list[tuple[int, int]]:
     """[start, end) line ranges of the statements at exactly `indent` columns."""
     starts: list[int] = []
     pending_decorator = False
     for i in range(start, end):
+        if i in skip:
+            continue
         line = lines[i]
         stripped = line.lstrip(" \t")
         if not stripped or stripped[0] in "#\n\r":
@@ -90,7 +111,8 @@ def reduce_source(text: str) -> str | None:
             keep[i] = False
         blanked = True
 
-    top = _blocks(lines, 0, 0, len(lines))
+    in_string = _string_lines(text) if ('"""' in text or "'''" in text) else set()
+    top = _blocks(lines, 0, 0, len(lines), in_string)
     chunks = ["".join(lines[s:e]) for s, e in top]
     module_names = [n for c in chunks for n in _carriers(c, attrs=False)]
     module_tokens = _matcher(module_names)
@@ -113,7 +135,7 @@ def reduce_source(text: str) -> str | None:
         )
         if not indent:
             continue
-        members = _blocks(lines, indent, body_start, e)
+        members = _blocks(lines, indent, body_start, e, in_string)
         texts = ["".join(lines[ms:me]) for ms, me in members]
         member_tokens = _matcher(module_names + [n for t in texts for n in _carriers(t, attrs=True)])
         kept_any = False
