@@ -33,7 +33,8 @@ MAX_PLAIN_STATEMENT_LINES = 40
 _STRINGS = re.compile(
     r"#[^\n]*"
     r'|(?P<triple>[rRbBfFuU]{0,2}(?:"""(?:\\.|[^\\])*?"""|' r"'''(?:\\.|[^\\])*?'''))"
-    r'|"(?:\\.|[^"\\\n])*"' r"|'(?:\\.|[^'\\\n])*'"
+    r'|"(?:\\.|[^"\\\n])*"' r"|'(?:\\.|[^'\\\n])*'",
+    re.DOTALL,  # a backslash-newline inside a string is an escape too
 )
 
 
@@ -41,7 +42,7 @@ def _string_lines(text: str) -> set[int]:
     """0-based numbers of the lines that start inside a triple-quoted string (not statements)."""
     inside: set[int] = set()
     for m in _STRINGS.finditer(text):
-        if m.group("triple") and "\n" in m.group(0):
+        if m.group(0)[0] != "#" and "\n" in m.group(0):  # triple-quoted, or a backslash-continued one
             first = text.count("\n", 0, m.start())
             inside.update(range(first + 1, first + m.group(0).count("\n") + 1))
     return inside
@@ -101,7 +102,10 @@ def _matcher(extra: list[str]):
 
 def reduce_source(text: str) -> str | None:
     """The text with irrelevant regions blanked, or None when nothing could be blanked."""
-    lines = text.splitlines(keepends=True)
+    # split on "\n" only: str.splitlines also splits on form feeds and other characters that
+    # Python source does not treat as line breaks, which would shift every later line
+    lines = text.split("\n")
+    lines = [ln + "\n" for ln in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     keep = [True] * len(lines)
     blanked = False
 
@@ -111,7 +115,7 @@ def reduce_source(text: str) -> str | None:
             keep[i] = False
         blanked = True
 
-    in_string = _string_lines(text) if ('"""' in text or "'''" in text) else set()
+    in_string = _string_lines(text)
     top = _blocks(lines, 0, 0, len(lines), in_string)
     chunks = ["".join(lines[s:e]) for s, e in top]
     module_names = [n for c in chunks for n in _carriers(c, attrs=False)]
