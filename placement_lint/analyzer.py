@@ -985,6 +985,7 @@ class FileAnalyzer:
             param=recv.param,
             cls=scope.cls.qualname if scope.cls is not None else None,
             used=False,
+            nargs=len(node.args),
         )
         if scope.cls is not None:
             scope.cls.bare_exits.append(idx)

@@ -131,38 +131,14 @@ def _text(report: Report, *, show_fixes: bool, color: bool, summary: bool) -> st
 
 # fix edits, shared by sarif and rdjson -------------------------------------------------------
 def fix_edits(fix: dict[str, Any] | None) -> list[tuple[int, int, int, int, str]]:
-    """(line, column, end_line, end_column, new text) for each edit of a fix that has them.
+    """(line, column, end_line, end_column, new text) for each edit of a fix.
 
-    Accepts the flat form (`line`, `column`, `end_line`, `end_column`), `start`/`end`
-    objects, and ruff's `location`/`end_location` with `row`; the text is `content`
-    (or `replacement`/`text`).  Edits that fit none of these are left out.
+    The fix shape is the one rules emit (see DTP101): `{"applicability", "message", "edits":
+    [{"line", "column", "end_line", "end_column", "content"}]}`, 1-based, end exclusive.
     """
     if not isinstance(fix, dict):
         return []
-    out = []
-    for edit in fix.get("edits") or ():
-        if not isinstance(edit, dict):
-            continue
-        text = next((edit[k] for k in ("content", "replacement", "text", "new_text") if isinstance(edit.get(k), str)), None)
-        try:
-            if "line" in edit:
-                start = (edit["line"], edit["column"])
-                end = (edit.get("end_line", edit["line"]), edit.get("end_column", edit["column"]))
-            elif "start" in edit:
-                start = (edit["start"]["line"], edit["start"]["column"])
-                end = (edit["end"]["line"], edit["end"]["column"]) if "end" in edit else start
-            elif "location" in edit:
-                loc, end_loc = edit["location"], edit.get("end_location", edit["location"])
-                start = (loc.get("row", loc.get("line")), loc["column"])
-                end = (end_loc.get("row", end_loc.get("line")), end_loc["column"])
-            else:
-                continue
-        except (KeyError, TypeError):
-            continue
-        if text is None or not all(isinstance(v, int) for v in (*start, *end)):
-            continue
-        out.append((start[0], start[1], end[0], end[1], text))
-    return out
+    return [(e["line"], e["column"], e["end_line"], e["end_column"], e["content"]) for e in fix.get("edits") or ()]
 
 
 # sarif -------------------------------------------------------------------------------------

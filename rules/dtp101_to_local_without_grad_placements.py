@@ -201,4 +201,16 @@ class ToLocalWithoutGradPlacements(Rule):
                     "computed different gradients the all-reduce is skipped")
             fix = "to_local(grad_placements=(Partial(),))"
         message = f"`{call}` without grad_placements: {evidence}; {lost}. If ranks do different work downstream, write `{fix}`"
-        return self.finding(ctx, site, message, confidence, related=related)
+        return self.finding(ctx, site, message, confidence, related=related, fix=self.fix(site))
+
+    @staticmethod
+    def fix(site: dict) -> dict:
+        """Insert the Partial label just before the call's closing parenthesis."""
+        _, _, end_line, end_col = site["pos"]
+        value = "[Partial()]" if site["api"] == "full_tensor" else "(Partial(),)"
+        text = ("grad_placements=" if not site.get("nargs") else ", grad_placements=") + value
+        return {
+            "applicability": "unsafe",
+            "message": f"Declare the gradient Partial: grad_placements={value} (needs `from torch.distributed.tensor import Partial`)",
+            "edits": [{"line": end_line, "column": end_col - 1, "end_line": end_line, "end_column": end_col - 1, "content": text}],
+        }

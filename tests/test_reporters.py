@@ -337,13 +337,8 @@ def test_rdjson(report):
     assert d1["severity"] == "WARNING" and "suggestions" not in d1
 
 
-def test_fix_edits_forms():
+def test_fix_edits_reads_the_rule_fix_shape():
     assert fix_edits(None) == []
-    assert fix_edits({"applicability": "safe"}) == []
-    assert fix_edits({"edits": [{"start": {"line": 1, "column": 2}, "end": {"line": 1, "column": 5}, "replacement": "ab"}]}) == [
-        (1, 2, 1, 5, "ab")
-    ]
-    ruff_style = {"edits": [{"location": {"row": 3, "column": 1}, "end_location": {"row": 4, "column": 1}, "content": ""}]}
-    assert fix_edits(ruff_style) == [(3, 1, 4, 1, "")]
-    # unrecognised edits are left out, not guessed
-    assert fix_edits({"edits": [{"line": 1, "content": "x"}, {"foo": 1}, "nope", {"line": "1", "column": 1, "content": "x"}]}) == []
+    assert fix_edits({"applicability": "unsafe"}) == []
+    fix = {"applicability": "unsafe", "edits": [{"line": 3, "column": 24, "end_line": 3, "end_column": 24, "content": "grad_placements=(Partial(),)"}]}
+    assert fix_edits(fix) == [(3, 24, 3, 24, "grad_placements=(Partial(),)")]
