@@ -105,6 +105,9 @@ def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fm
             shown = "\n  ".join(hits[:5]) + ("\n  ..." if len(hits) > 5 else "")
             raise UsageError("--backend sim cannot run code that asks for its rank (every simulated rank "
                              f"would see rank 0); use --backend gloo or nccl. Rank queries:\n  {shown}")
+        from placement_lint.runtime.sim import unsupported_reason
+
+        raise UsageError(f"--backend sim: {unsupported_reason()}")
 
     opts = LaunchOptions(nproc=nproc, backend=backend, timeout=timeout, nnodes=nnodes, node_rank=node_rank,
                          rdzv_endpoint=rdzv_endpoint, master_addr=master_addr, master_port=master_port,
