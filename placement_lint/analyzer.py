@@ -964,6 +964,9 @@ class FileAnalyzer:
                 flags = {k: self.literal_bool(a.value) for a in node.args if (k := a.keyword and a.keyword.value) and k.startswith("use_local")}
                 self.add_site(node, scope, "style_candidate", ref=q, name=name, plan_key=self._plan_key, flags=flags,
                               local_class=name in self.local_classes and "." not in (dotted(node.func) or ""))
+        if any(v.kind in ("placement", "placements") for v in kwargs.values()):
+            # a config object built with placement fields: `cfg.act` reads them back later
+            return V(kind="obj", fields=tuple(kwargs.items()))
         # what a project function returns is unknown, but data flows through it
         return combine(operands, kind="tensor" if any(v.exits for v in operands) else "unknown")
 

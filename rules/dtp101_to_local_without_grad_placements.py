@@ -108,6 +108,26 @@ class ToLocalWithoutGradPlacements(Rule):
             """,
             "placements from a module constant and constructor fields",
         ),
+        Example(
+            """
+            import dataclasses
+            import torch.distributed as dist
+            from torch.distributed.tensor import DTensor, Replicate
+
+            @dataclasses.dataclass
+            class ParallelConfig:
+                act: tuple
+
+            CFG = ParallelConfig(act=(Replicate(),))
+
+            def split(x, mesh, n):
+                x = DTensor.from_local(x, mesh, CFG.act)
+                h = x.to_local()  # expect: DTP101 high
+                r = dist.get_rank()
+                return h[r * n:(r + 1) * n]
+            """,
+            "placements read from a config object's field; the local result is sliced by rank",
+        ),
     ]
     VALID = [
         Example(

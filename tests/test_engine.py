@@ -1,0 +1,174 @@
+"""End-to-end behaviour of the static engine through the real CLI and `engine.lint`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from placement_lint.cli import cli as cli_main
+
+BUG = textwrap.dedent(
+    """
+    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+    def f(x, w, mesh):
+        x = DTensor.from_local(x, mesh, [Replicate()])
+        w = distribute_tensor(w, mesh, [Shard(0)])
+        h = x.to_local()
+        return h @ w.to_local().t()
+    """
+)
+BUG_LINE = 7
+
+
+def run(args, cwd):
+    import os
+
+    runner = CliRunner()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        res = runner.invoke(cli_main, args, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+    return res
+
+
+def write(tmp_path, files):
+    for name, src in files.items():
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(src)
+
+
+def test_parse_error_is_dtp000_and_other_files_still_analysed(tmp_path):
+    write(tmp_path, {"bad.py": "def f(:\n    x.to_local()\n", "good.py": BUG})
+    res = run(["--format", "json", "--no-cache", "."], tmp_path)
+    assert res.exit_code == 1
+    data = json.loads(res.output)
+    codes = {(f["path"], f["code"]) for f in data["findings"]}
+    assert ("bad.py", "DTP000") in codes and ("good.py", "DTP101") in codes
+
+
+def test_undecodable_file_is_dtp000(tmp_path):
+    (tmp_path / "latin.py").write_bytes(b"x = '\xe9'  # to_local\n")
+    res = run(["--no-cache", "."], tmp_path)
+    assert res.exit_code == 1 and "DTP000" in res.output and "UTF-8" in res.output
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        "  # placement-lint: ignore[DTP101]",
+        "  # placement-lint: ignore[to-local-without-grad-placements]",
+        "  # placement-lint: ignore",
+        "  # noqa: DTP101",
+        "  # noqa",
+    ],
+)
+def test_inline_suppression(tmp_path, comment):
+    lines = BUG.splitlines()
+    lines[BUG_LINE - 1] += comment
+    write(tmp_path, {"m.py": "\n".join(lines) + "\n"})
+    res = run(["--no-cache", "m.py"], tmp_path)
+    assert res.exit_code == 0, res.output
+
+
+def test_suppression_on_the_line_above_and_other_codes_do_not_suppress(tmp_path):
+    lines = BUG.splitlines()
+    lines.insert(BUG_LINE - 1, "    # placement-lint: ignore[DTP101]")
+    write(tmp_path, {"above.py": "\n".join(lines) + "\n"})
+    assert run(["--no-cache", "above.py"], tmp_path).exit_code == 0
+    lines = BUG.splitlines()
+    lines[BUG_LINE - 1] += "  # noqa: DTP201"
+    write(tmp_path, {"other.py": "\n".join(lines) + "\n"})
+    assert run(["--no-cache", "other.py"], tmp_path).exit_code == 1
+
+
+def test_select_ignore_min_confidence_and_per_file_ignores(tmp_path):
+    write(tmp_path, {"pkg/m.py": BUG, "tests/t.py": BUG})
+    assert run(["--no-cache", "--ignore", "DTP101", "."], tmp_path).exit_code == 0
+    assert run(["--no-cache", "--select", "DTP2", "."], tmp_path).exit_code == 0
+    assert run(["--no-cache", "--select", "to-local-without-grad-placements", "."], tmp_path).exit_code == 1
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.placement-lint]\nper-file-ignores = { "tests/**" = ["DTP101"] }\n'
+    )
+    res = run(["--no-cache", "--format", "json", "."], tmp_path)
+    paths = {f["path"] for f in json.loads(res.output)["findings"]}
+    assert paths == {"pkg/m.py"}
+
+
+def test_min_confidence_low_shows_more(tmp_path):
+    write(tmp_path, {"m.py": "def f(x):\n    y = x.to_local()\n    return y * 2 + 1\n"})
+    # placement unknown, returned: low
+    assert run(["--no-cache", "m.py"], tmp_path).exit_code == 0
+    res = run(["--no-cache", "--min-confidence", "low", "m.py"], tmp_path)
+    assert res.exit_code == 1 and "[low]" in res.output
+
+
+def test_gitignore_respected_by_default(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    write(tmp_path, {".gitignore": "gen/\n", "gen/m.py": BUG})
+    assert run(["--no-cache", "."], tmp_path).exit_code == 0
+    assert run(["--no-cache", "--no-respect-gitignore", "."], tmp_path).exit_code == 1
+
+
+def test_cross_file_style_applied_in_a_file_without_trigger_tokens(tmp_path):
+    """Phase two: the applying file mentions no static token, only the style's name."""
+    write(
+        tmp_path,
+        {
+            "proj/__init__.py": "",
+            "proj/styles.py": textwrap.dedent(
+                """
+                from torch.distributed.tensor.parallel import ParallelStyle
+
+                class KeepReplicated(ParallelStyle):
+                    def _prepare_output_fn(self, mod, outputs, mesh):
+                        return outputs.to_local()
+                """
+            ),
+            "proj/plan.py": textwrap.dedent(
+                """
+                from proj.styles import KeepReplicated
+
+                PLAN = {
+                    "layers.0.moe.router.gate": KeepReplicated(),
+                    "layers.1.moe.router.gate": KeepReplicated(use_local_output=False),
+                }
+                """
+            ),
+        },
+    )
+    res = run(["--no-cache", "--format", "json", "."], tmp_path)
+    found = [(f["path"], f["line"], f["code"]) for f in json.loads(res.output)["findings"]]
+    assert found == [("proj/plan.py", 5, "DTP102")]
+    # alone, the style file reports at the hook (no use site among the files analysed)
+    res = run(["--no-cache", "--format", "json", "proj/styles.py"], tmp_path)
+    found = [(f["path"], f["line"], f["code"]) for f in json.loads(res.output)["findings"]]
+    assert found == [("proj/styles.py", 6, "DTP102")]
+
+
+def test_cache_hit_gives_identical_findings_and_skips_parsing(tmp_path, monkeypatch):
+    write(tmp_path, {"m.py": BUG})
+    first = run(["--format", "json", "--cache-dir", str(tmp_path / "c"), "."], tmp_path)
+    import placement_lint.facts as facts
+
+    def boom(*a, **k):
+        raise AssertionError("parsed despite a warm cache")
+
+    monkeypatch.setattr(facts, "file_facts", boom)
+    second = run(["--format", "json", "--cache-dir", str(tmp_path / "c"), "."], tmp_path)
+    strip = lambda out: {k: v for k, v in json.loads(out).items() if k != "stats"}  # noqa: E731
+    assert strip(first.output) == strip(second.output)
+
+
+def test_module_entry_point_runs_without_traceback_on_missing_path(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "placement_lint", "does/not/exist"], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and "does/not/exist" in res.stderr
