@@ -162,12 +162,14 @@ def cli() -> None:
 @click.option("--statistics", is_flag=True, help="Show counts per rule instead of the findings.")
 @click.option("--show-fixes", is_flag=True, help="Show the fix for each finding that has one (text format).")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
+@click.option("--only-changed", metavar="REV",
+              help="Report only findings on lines changed since git revision REV (for review bots), e.g. origin/main.")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only: no summary line, no warnings.")
 def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tuple[str, ...],
           extend_select: tuple[str, ...], ignore: tuple[str, ...], min_confidence: str | None,
           exclude: tuple[str, ...], extend_exclude: tuple[str, ...], no_respect_gitignore: bool,
           config_path: Path | None, jobs: int, no_cache: bool, cache_dir: Path | None, statistics: bool,
-          show_fixes: bool, exit_zero: bool, quiet: bool) -> int:
+          show_fixes: bool, exit_zero: bool, only_changed: str | None, quiet: bool) -> int:
     """Lint PATHS (files or directories; default: the current directory)."""
     from placement_lint import engine, reporters
     from placement_lint.config import load_config
@@ -183,6 +185,12 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
     }
     config = load_config(Path.cwd(), config_path, overrides)
     report = engine.lint(list(paths) or ["."], config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir)
+    if only_changed:
+        from placement_lint.changed import changed_lines, keep
+
+        # the whole project is still analysed (cross-file facts), only the report is filtered
+        changed = changed_lines(only_changed, Path.cwd())
+        report.findings = [f for f in report.findings if keep(changed, f.path, f.line, f.end_line)]
 
     color = (
         fmt in ("text", "concise")

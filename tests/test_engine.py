@@ -172,3 +172,21 @@ def test_module_entry_point_runs_without_traceback_on_missing_path(tmp_path):
     res = subprocess.run([sys.executable, "-m", "placement_lint", "does/not/exist"], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "does/not/exist" in res.stderr
+
+
+def test_only_changed_reports_findings_on_changed_lines_only(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    write(tmp_path, {"old.py": BUG})
+    git("add", "old.py")
+    git("commit", "-qm", "base")
+    # a second, new bug in the committed file, and an untracked file with a bug
+    write(tmp_path, {"old.py": BUG + "\n\ndef g(y, mesh):\n    y = DTensor.from_local(y, mesh, [Replicate()])\n    return y.to_local()\n", "new.py": BUG})
+    res = run(["--no-cache", "--format", "json", "--only-changed", "HEAD", "."], tmp_path)
+    found = sorted((f["path"], f["line"]) for f in json.loads(res.output)["findings"])
+    assert found == [("new.py", BUG_LINE), ("old.py", 13)]
+    assert run(["--no-cache", "--only-changed", "no-such-rev", "."], tmp_path).exit_code == 2
