@@ -191,18 +191,10 @@ class FileAnalyzer:
         q = self.qualify(node)
         if q is None:
             return None
-        head = q.split(".", 1)[0]
-        last = q.rsplit(".", 1)[-1]
-        if head == "torch" or head.startswith("torch"):
-            return last
         if "." not in q and (q in self.local_classes or q in self.local_functions):
-            return None
-        raw_head = (dotted(node) or "").split(".", 1)[0]
-        if raw_head in self.imports and not self.imports[raw_head].startswith("torch"):
-            # imported from elsewhere: a project name that merely shares a torch name
-            # still counts when it is one of the well-known API names (re-exports are common)
-            return last
-        return last
+            return None  # defined in this file: a project name that merely shares a torch name
+        # torch names, and names re-exported by a project (`from .compat import Replicate`)
+        return q.rsplit(".", 1)[-1]
 
     # -- sites -----------------------------------------------------------------------------------
     def add_site(self, node: cst.CSTNode, scope: Scope, kind: str, **data: Any) -> int:
@@ -286,7 +278,7 @@ class FileAnalyzer:
         elif isinstance(stmt, (cst.For,)):
             it = self.expr(stmt.iter, scope)
             self.bind(stmt.target, self.iter_element(stmt.iter, it), scope)
-            self.branches([list(stmt.body.body) * 1, self.orelse(stmt.orelse)], scope)
+            self.branches([stmt.body.body, self.orelse(stmt.orelse)], scope)
         elif isinstance(stmt, cst.While):
             self.expr(stmt.test, scope)
             self.branches([stmt.body.body, self.orelse(stmt.orelse)], scope)
@@ -438,8 +430,6 @@ class FileAnalyzer:
             if isinstance(star, cst.Param):
                 scope.env[star.name.value] = UNKNOWN
         self.block(fn.body.body, scope)
-        if cls is not None and cls.node is not None and symbol == f"{cls.qualname}.{fn.name.value}":
-            pass
 
     def decorator_guard(self, fn: cst.FunctionDef) -> str:
         for dec in fn.decorators:
@@ -813,8 +803,6 @@ class FileAnalyzer:
                 return V(kind="style")
             if key in ("int",) and args:
                 return V(kind="int", rank=args[0].rank)
-            if key in ("environ.get", "get", "getenv") or (key == "get" and method == "get"):
-                pass
             if key in api.INT_TENSOR_FUNCTIONS:
                 if key == "arange" and "dtype" not in kwargs:
                     return combine(args, kind="inttensor")
