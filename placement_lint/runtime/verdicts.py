@@ -211,7 +211,11 @@ def judge_site(per_rank: dict[int, dict], world_size: int, torch_version: str,
     })
     if len(set(ncalls)) > 1:
         evidence["note_calls"] = f"ranks executed this site a different number of times: {ncalls}"
-    return {"verdict": verdict, "evidence": evidence}
+    # the keys a one-line text report shows first: what differs, where, by how much
+    first = ("mesh_dim", "max_rel_diff", "per_rank_grad_norms", "module", "hook", "call_count", "dtype")
+    ordered = {k: evidence[k] for k in first if k in evidence}
+    ordered.update((k, v) for k, v in evidence.items() if k not in ordered)
+    return {"verdict": verdict, "evidence": ordered}
 
 
 def judge_params(payloads: list[dict]) -> list[dict]:
