@@ -117,7 +117,7 @@ def all_rules() -> list[type[Rule]]:
     """Every rule class, sorted by code. Rules register by living in `placement_lint.rules`."""
     global _REGISTRY
     if _REGISTRY is None:
-        import placement_lint.rules as pkg
+        pkg = _rules_package()
 
         found: dict[str, type[Rule]] = {}
         for info in pkgutil.iter_modules(pkg.__path__):
@@ -129,6 +129,29 @@ def all_rules() -> list[type[Rule]]:
                     found[obj.CODE] = obj
         _REGISTRY = dict(sorted(found.items()))
     return list(_REGISTRY.values())
+
+
+def _rules_package():
+    """`placement_lint.rules`: installed from the top-level `rules/` folder (package-dir mapping).
+    Run from a source checkout without installing, it is not importable by that name, so it is
+    loaded from `rules/` beside the package."""
+    try:
+        import placement_lint.rules as pkg
+
+        return pkg
+    except ModuleNotFoundError:
+        import importlib.util
+        import sys
+        from pathlib import Path
+
+        init = Path(__file__).resolve().parent.parent / "rules" / "__init__.py"
+        if not init.is_file():
+            raise
+        spec = importlib.util.spec_from_file_location("placement_lint.rules", init, submodule_search_locations=[str(init.parent)])
+        pkg = importlib.util.module_from_spec(spec)
+        sys.modules["placement_lint.rules"] = pkg
+        spec.loader.exec_module(pkg)
+        return pkg
 
 
 def rule_by_code(code: str) -> type[Rule]:
