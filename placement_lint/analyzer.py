@@ -15,6 +15,7 @@ project index (which classes are ParallelStyles whose hooks leave DTensor bare).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Iterable, Sequence
 
 import libcst as cst
@@ -44,6 +45,8 @@ class V:
     chunk_op: str = ""  # for kind == "chunks": chunk|split|tensor_split
     parent: Any = None  # for chunks: the V that was split
     param: bool = False  # an nn.Parameter / weight (known differentiable leaf)
+    nograd: bool = False  # carries no gradient: .grad, .detach(), fresh tensors, state_dict values
+    synced: bool = False  # output of a differentiable collective: its backward already reduces
 
     def field(self, name: str) -> "V | None":
         for k, v in self.fields:
@@ -74,6 +77,8 @@ def join(a: V, b: V) -> V:
         chunk_op=a.chunk_op or b.chunk_op,
         parent=a.parent or b.parent,
         param=a.param and b.param,
+        nograd=a.nograd and b.nograd,
+        synced=a.synced and b.synced,
     )
 
 
@@ -81,11 +86,17 @@ def combine(vals: Iterable[V], kind: str = "tensor") -> V:
     """The value of an operation on several operands: taints flow through."""
     exits: frozenset = frozenset()
     rank = rankdep = ""
+    tensors = []
     for v in vals:
         exits |= v.exits
         rank = rank or v.rank
         rankdep = rankdep or v.rankdep
-    return V(kind=kind, exits=exits, rank=rank, rankdep=rankdep)
+        if v.kind in ("tensor", "dtensor", "inttensor") or v.exits:
+            tensors.append(v)
+    # no gradient comes out only if none goes in; a collective's output stays synced through views
+    nograd = bool(tensors) and all(v.nograd for v in tensors)
+    synced = bool(tensors) and all(v.synced for v in tensors)
+    return V(kind=kind, exits=exits, rank=rank, rankdep=rankdep, nograd=nograd, synced=synced)
 
 
 def placements_of(v: V | None) -> frozenset:
@@ -114,6 +125,11 @@ def module_ref(node: cst.BaseExpression | None) -> str:
 
 def is_self(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value in ("self", "cls")
+
+
+def is_data_parallel_name(text: str) -> bool:
+    words = re.split(r"[^a-z0-9]+", text.lower())
+    return any(w in api.DATA_PARALLEL_MARKERS or w.startswith(("dp_", "cp_", "sp_")) for w in words)
 
 
 def kwarg(call: cst.Call, name: str) -> cst.Arg | None:
@@ -227,8 +243,9 @@ class FileAnalyzer:
             for other in operands:
                 if other is v:
                     continue
-                reason = other.rankdep or ("a rank-derived value" if other.rank == "call" else "")
-                reason = f"meets {reason}" if reason else ""
+                # only rank-dependent *data* makes per-rank gradients differ: adding or comparing
+                # a rank-derived integer offset does not
+                reason = f"meets {other.rankdep}" if other.rankdep else ""
                 if reason and not (other.exits and other.exits <= v.exits and not other.rankdep):
                     self.note(v.exits - other.exits if other.rankdep.startswith("local") else v.exits, "meets", node, reason)
                     break
@@ -274,7 +291,10 @@ class FileAnalyzer:
             self.class_def(stmt, scope)
         elif isinstance(stmt, cst.If):
             self.expr(stmt.test, scope)
-            self.branches([stmt.body.body, self.orelse(stmt.orelse)], scope)
+            grad = self.grad_predicate(stmt.test)
+            # `if not torch.is_grad_enabled(): ...` runs without autograd (and the else of the positive test)
+            guards = ("no_grad" if grad is False else "", "no_grad" if grad is True else "")
+            self.branches([stmt.body.body, self.orelse(stmt.orelse)], scope, guards)
         elif isinstance(stmt, (cst.For,)):
             it = self.expr(stmt.iter, scope)
             self.bind(stmt.target, self.iter_element(stmt.iter, it), scope)
@@ -318,14 +338,17 @@ class FileAnalyzer:
             return (node,)
         return node.body.body  # type: ignore[attr-defined]
 
-    def branches(self, bodies: Sequence[Sequence[cst.CSTNode]], scope: Scope) -> None:
+    def branches(self, bodies: Sequence[Sequence[cst.CSTNode]], scope: Scope, guards: Sequence[str] = ()) -> None:
         """Run each branch on a copy of the environment and join the results."""
         before = dict(scope.env)
         results = []
-        for body in bodies:
+        outer_guard = scope.guard
+        for i, body in enumerate(bodies):
             scope.env = dict(before)
+            scope.guard = outer_guard or (guards[i] if i < len(guards) else "")
             self.block(body, scope)
             results.append(scope.env)
+        scope.guard = outer_guard
         merged = dict(before)
         for env in results:
             for k, v in env.items():
@@ -406,7 +429,7 @@ class FileAnalyzer:
             if not isinstance(s, cst.FunctionDef):
                 self.stmt(s, cls_scope)
         for fn in methods:
-            guard = scope.guard or self.decorator_guard(fn)
+            guard = scope.guard or self.decorator_guard(fn, info)
             if autograd_fn and fn.name.value in ("forward", "backward", "setup_context", "jvp", "vjp"):
                 guard = guard or "autograd_function"
             # methods run now (not deferred) so __init__'s attributes are known to the rest
@@ -431,13 +454,37 @@ class FileAnalyzer:
                 scope.env[star.name.value] = UNKNOWN
         self.block(fn.body.body, scope)
 
-    def decorator_guard(self, fn: cst.FunctionDef) -> str:
+    def decorator_guard(self, fn: cst.FunctionDef, cls: "ClassInfo | None" = None) -> str:
         for dec in fn.decorators:
             d = dec.decorator
             target = d.func if isinstance(d, cst.Call) else d
-            if self.api_key(target) in api.NO_GRAD_CONTEXTS:
+            key = self.api_key(target)
+            if key in api.NO_GRAD_CONTEXTS:
                 return "no_grad"
+            if key in api.BELOW_AUTOGRAD_DECORATORS and "library" in (self.qualify(target) or ""):
+                return "below_autograd"  # a custom op's kernel: autograd never records inside it
+        name = fn.name.value.lower()
+        if any(s in name for s in api.NO_GRAD_FUNCTION_SUBSTRINGS):
+            return "no_grad"  # checkpoint conversion, grad-norm, saved-tensor hooks
+        if cls is not None and (
+            any(s in cls.name for s in api.NO_GRAD_CLASS_SUBSTRINGS)
+            or any(b.rsplit(".", 1)[-1] == "Optimizer" for b in cls.bases)
+        ):
+            return "no_grad"  # optimizers and checkpoint adapters handle values, not graphs
         return ""
+
+    def grad_predicate(self, test: cst.BaseExpression) -> bool | None:
+        """True for `torch.is_grad_enabled()` / `x.requires_grad`, False for their negation
+        (also inside an `or` chain, where the negation alone decides the body), None otherwise."""
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            inner = self.grad_predicate(test.expression)
+            return None if inner is None else not inner
+        if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.Or):
+            left, right = self.grad_predicate(test.left), self.grad_predicate(test.right)
+            return False if False in (left, right) else None
+        target = test.func if isinstance(test, cst.Call) else test
+        name = (dotted(target) or "").rsplit(".", 1)[-1]
+        return True if name in api.GRAD_PREDICATES else None
 
     def is_no_grad(self, node: cst.BaseExpression) -> bool:
         if isinstance(node, cst.Call):
@@ -453,6 +500,8 @@ class FileAnalyzer:
     def bind(self, target: cst.BaseExpression, v: V, scope: Scope) -> None:
         if isinstance(target, cst.Name):
             name = target.value
+            if v.rank == "call" and is_data_parallel_name(name):
+                v = dataclasses.replace(v, rank="data")  # cp_rank = mesh.get_local_rank(...)
             if v.kind in ("unknown", "tensor") and not v.exits and name.lower().endswith(api.INT_NAME_SUFFIXES) and not v.rankdep:
                 v = dataclasses.replace(v, kind="inttensor")
             scope.env[name] = v
@@ -617,10 +666,8 @@ class FileAnalyzer:
         base = self.expr(node.value, scope)
         if attr in api.METADATA_ATTRS:
             return V(kind="meta")
-        if attr in ("data",):
-            return dataclasses.replace(base, exits=frozenset())
-        if attr in ("grad",):
-            return V(kind="tensor")
+        if attr in ("data", "grad"):
+            return V(kind="tensor", nograd=True, rankdep=base.rankdep if attr == "data" else "")
         if base.kind == "obj" or base.kind == "partial":
             f = base.field(attr)
             if f is not None:
@@ -683,7 +730,9 @@ class FileAnalyzer:
         if base.kind in ("placements",):
             return V(kind="placement", pl=base.pl)
         if base.kind in ("meta", "str", "dict"):
-            return V(kind="int", rank=idx.rank) if base.kind == "meta" else UNKNOWN
+            if base.kind == "meta":
+                return V(kind="int", rank=idx.rank)
+            return V(nograd=base.nograd)
         if base.kind == "list" or base.kind == "tuple":
             if base.elems and isinstance(node.slice[0].slice, cst.Index):
                 s = node.slice[0].slice.value
@@ -726,6 +775,8 @@ class FileAnalyzer:
             return
         if receiver.kind in ("list", "tuple", "dict", "str", "meta", "int", "inttensor", "module", "modules"):
             return
+        if receiver.nograd or receiver.synced:
+            return  # no gradient to lose, or a collective's backward already gathers/reduces
         self.add_site(
             node, scope, "rank_slice", op=op, rank_source=idx.rank,
             receiver=("param" if receiver.param else receiver.kind if receiver.kind in ("dtensor", "tensor") else "unknown"),
@@ -781,7 +832,8 @@ class FileAnalyzer:
                 return V(kind="dtensor", pl=pl or frozenset(ANY), param=t.param)
             if key == "Parameter":
                 t = arg(0, "data") or UNKNOWN
-                return dataclasses.replace(t, param=True, kind=t.kind if t.kind != "unknown" else "tensor")
+                # a Parameter requires grad by default, however fresh its data
+                return dataclasses.replace(t, param=True, nograd=False, kind=t.kind if t.kind != "unknown" else "tensor")
             if key == "partial" and args:
                 target = node.args[0].value if not partial_of else None
                 callee = self.api_key(target) if target is not None else None
@@ -793,11 +845,11 @@ class FileAnalyzer:
                 if callee in api.LOCAL_MAP_NAMES:
                     self.local_map_site(node, scope, args[1:], kwargs, partial=True)
                 return V(kind="partial", callee=callee or "", fields=tuple(kwargs.items()), elems=tuple(args[1:]))
-            if key in api.LOCAL_MAP_NAMES:
+            if key in api.LOCAL_MAP_NAMES and self.torch_or_unresolved(node.func) and "in_types" not in kwargs:
                 self.local_map_site(node, scope, args, kwargs)
                 return V(kind="function")
             if key in api.RANK_FUNCTIONS:
-                return V(kind="int", rank="call")
+                return V(kind="int", rank=self.rank_kind(*(a.value for a in node.args)))
             if key in api.STYLES or key in api.STYLE_ALIASES:
                 self.style_site(node, scope, api.STYLE_ALIASES.get(key, key), args, kwargs)
                 return V(kind="style")
@@ -819,13 +871,24 @@ class FileAnalyzer:
             return self.method_call(method, recv if recv is not None else UNKNOWN, args, kwargs, node, scope, key)
         return self.unknown_call(node, scope, args, kwargs, key)
 
+    def torch_or_unresolved(self, func: cst.BaseExpression) -> bool:
+        """A name that is torch's, or not imported at all (star imports): not another library's."""
+        head = (dotted(func) or "").split(".", 1)[0]
+        return head not in self.imports or self.imports[head].startswith("torch")
+
     def is_torch(self, func: cst.BaseExpression) -> bool:
         q = self.qualify(func) or ""
         return q.startswith("torch")
 
     def torch_op(self, key: str, args: list[V], kwargs: dict[str, V], node: cst.Call) -> V:
         operands = [*args, *kwargs.values()]
+        if key in api.OBSERVER_TORCH_FUNCTIONS:
+            return V(kind="bool")  # a comparison result carries no gradient
         q = self.qualify(node.func) or ""
+        if q.startswith(api.SYNCED_MODULE_PREFIXES) or key.endswith(api.SYNCED_CALL_SUBSTRINGS):
+            for v in operands:
+                self.use(v)
+            return dataclasses.replace(combine(operands, kind="tensor"), synced=True, rankdep="")
         if q.startswith("torch.distributed") and not any(v.kind in ("tensor", "dtensor", "inttensor") or v.exits for v in operands):
             # process-group plumbing (get_world_size, new_group, ...): no tensor comes out
             return V(kind="int" if key.startswith("get_") else "unknown")
@@ -833,6 +896,12 @@ class FileAnalyzer:
             res = combine(operands)
             return dataclasses.replace(res, rankdep="all-to-all / token dispatch output")
         self.meet(operands, node)
+        if key in api.LOSS_FUNCTIONS:
+            for v in operands:
+                self.use(v)
+            # a loss of replicated inputs is the same scalar on every rank: returning it does not
+            # hand the local tensor to unseen consumers
+            return V(kind="tensor", rankdep=next((v.rankdep for v in operands if v.rankdep), ""))
         for v in operands:
             self.use(v)
         dtype = kwargs.get("dtype")
@@ -842,7 +911,9 @@ class FileAnalyzer:
             base = combine(operands)
             return V(kind="tuple", elems=(base, V(kind="inttensor", rank=base.rank)), exits=base.exits, rankdep=base.rankdep)
         if key in ("zeros", "ones", "empty", "full", "randn", "rand", "zeros_like", "empty_like", "ones_like", "tensor", "as_tensor"):
-            return V(kind="tensor", rank=next((a.rank for a in operands if a.rank), ""))
+            rg = kwarg(node, "requires_grad")
+            fresh = rg is None or self.literal_bool(rg.value) is False  # a new tensor has no history
+            return V(kind="tensor", rank=next((a.rank for a in operands if a.rank), ""), nograd=fresh)
         return self.dtensor_result(operands) or combine(operands)
 
     @staticmethod
@@ -872,12 +943,14 @@ class FileAnalyzer:
             if not pl and len(args) == 1 and args[0].kind == "placements":
                 pl = args[0].pl
             return V(kind="dtensor", pl=pl or frozenset(ANY), param=recv.param)
+        receiver = node.func.value if isinstance(node.func, cst.Attribute) else None
         if method in api.RANK_METHODS and not args and method != "rank" or (method == "rank" and not args and not kwargs):
+            kind = self.rank_kind(receiver)
             if method == "get_coordinate":
-                return V(kind="list", rank="call")
-            return V(kind="int", rank="call")
+                return V(kind="list", rank=kind)
+            return V(kind="int", rank=kind)
         if method in ("get_local_rank", "get_rank"):
-            return V(kind="int", rank="call")
+            return V(kind="int", rank=self.rank_kind(receiver, *(a.value for a in node.args)))
         if method == "get" and recv.kind == "unknown" and args:
             first = node.args[0].value
             if isinstance(first, cst.SimpleString) and first.evaluated_value in api.RANK_ENV_VARS:
@@ -885,7 +958,9 @@ class FileAnalyzer:
         if method in api.METADATA_METHODS:
             return V(kind="int" if method != "tolist" else "list")
         if method in api.DETACH_METHODS:
-            return V(kind="tensor", rankdep=recv.rankdep)
+            return V(kind="tensor", rankdep=recv.rankdep, nograd=True)
+        if "state_dict" in method:
+            return V(kind="dict", nograd=True)
         if method in api.LIST_METHODS:
             return V(kind="list", rank=recv.rank)
         if method in api.INT_TENSOR_METHODS or (method in ("to", "type") and self.int_dtype_args(node)):
@@ -937,8 +1012,14 @@ class FileAnalyzer:
         callee = dotted(node.func) or "a call"
         name = callee.rsplit(".", 1)[-1]
         operands = [*args, *kwargs.values()]
-        if name in api.OBSERVER_CALLS:
+        if name in api.OBSERVER_CALLS or name.startswith("assert"):
             return UNKNOWN
+        if name.endswith(api.SYNCED_CALL_SUBSTRINGS) or (
+            name == "apply" and any(s in callee.lower().replace("_", "") for s in (m.replace("_", "") for m in api.SYNCED_FUNCTION_CLASS_SUBSTRINGS))
+        ):
+            for v in operands:
+                self.use(v)
+            return dataclasses.replace(combine(operands), synced=True, rankdep="")
         if any(s in name.lower() for s in api.RANKDEP_CALL_SUBSTRINGS):
             res = combine(operands)
             return dataclasses.replace(res, rankdep="all-to-all / token dispatch output")
@@ -960,6 +1041,9 @@ class FileAnalyzer:
 
     # -- site builders -------------------------------------------------------------------------------
     def exit_site(self, method: str, recv: V, node: cst.Call, scope: Scope) -> V:
+        if recv.nograd or recv.kind == "inttensor":
+            # no gradient flows back through it (a .grad, a detached or integer tensor)
+            return V(kind=recv.kind if recv.kind == "inttensor" else "tensor", nograd=True, rankdep=recv.rankdep)
         gp = kwarg(node, "grad_placements")
         has_grad = gp is not None and not (isinstance(gp.value, cst.Name) and gp.value.value == "None")
         pl = recv.pl if recv.kind == "dtensor" else frozenset()
@@ -982,6 +1066,16 @@ class FileAnalyzer:
             scope.cls.bare_exits.append(idx)
         rankdep = "the local shard of a Shard DTensor" if (method == "to_local" and known and "S" in pl) else ""
         return V(kind="tensor", exits=frozenset([idx]), rankdep=rankdep)
+
+    def rank_kind(self, *nodes: cst.CSTNode | None) -> str:
+        """"data" when the rank comes from a mesh dim / group / variable that shards the data
+        (cp, sp, dp, ...): slicing activations by it is the intended per-rank share."""
+        for n in nodes:
+            if n is None:
+                continue
+            if is_data_parallel_name(self.module.code_for_node(n)):
+                return "data"
+        return "call"
 
     def literal_bool(self, node: cst.BaseExpression) -> bool | None:
         if isinstance(node, cst.Name) and node.value in ("True", "False"):

@@ -100,7 +100,10 @@ INT_TENSOR_METHODS = {
 }
 INT_DTYPES = {"long", "int64", "int32", "int", "int16", "int8", "uint8", "bool", "short"}
 #: variable-name suffixes that mark integer id / index / mask tensors in practice
-INT_NAME_SUFFIXES = ("ids", "idx", "indices", "index", "mask", "_id", "offsets", "counts")
+INT_NAME_SUFFIXES = (
+    "ids", "idx", "indices", "index", "mask", "_id", "offsets", "counts", "labels", "hashes",
+    "cu_seqlens", "_splits", "_sizes", "tokens_per_expert",
+)
 
 #: Python sequence producers
 LIST_FUNCTIONS = {"list", "range", "tuple", "sorted", "enumerate", "zip", "reversed", "dict", "set"}
@@ -120,3 +123,29 @@ OBSERVER_CALLS = {
     "assert_close", "allclose", "equal", "format", "debug", "info", "warning", "error", "log",
     "range", "enumerate", "zip", "super", "iter", "next", "bool", "float", "int",
 }
+
+#: functions whose tensors carry no gradient (checkpoint conversion, optimizer and grad-norm code,
+#: saved-tensor hooks): matched against the function's or its class's name
+NO_GRAD_FUNCTION_SUBSTRINGS = (
+    "state_dict", "from_hf", "to_hf", "grad_norm", "clip_grad", "pack_hook", "save_pretrained",
+)
+NO_GRAD_CLASS_SUBSTRINGS = ("StateDictAdapter", "Optimizer", "Checkpointer")
+#: decorators whose function runs below autograd (custom op kernels, fake impls)
+BELOW_AUTOGRAD_DECORATORS = {"impl", "custom_op", "register_fake", "register_kernel", "register_autograd"}
+#: grad-mode predicates: `if not torch.is_grad_enabled()` / `if not x.requires_grad` guard no-grad code
+GRAD_PREDICATES = {"is_grad_enabled", "requires_grad"}
+#: observers: a value used only here feeds no gradient
+OBSERVER_TORCH_FUNCTIONS = {"equal", "allclose", "isclose", "assert_close", "is_nonzero", "is_same_size"}
+#: loss functions: their scalar result is the same on every rank when their inputs are
+LOSS_FUNCTIONS = {
+    "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "kl_div", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits", "smooth_l1_loss", "huber_loss", "cosine_embedding_loss",
+}
+#: differentiable collectives: their backward already reduces, so slicing their output by rank
+#: is the correct hand-written redistribute
+SYNCED_CALL_SUBSTRINGS = ("_autograd",)
+SYNCED_MODULE_PREFIXES = ("torch.distributed.nn.functional",)
+SYNCED_FUNCTION_CLASS_SUBSTRINGS = ("gather", "allreduce", "all_reduce", "alltoall", "all_to_all", "reducescatter", "reduce_scatter")
+#: names of mesh dims / groups / variables that shard the *data* (batch, sequence): a slice of
+#: activations by such a rank is the intended per-rank share, reduced later by FSDP/DDP
+DATA_PARALLEL_MARKERS = ("cp", "sp", "dp", "context", "sequence", "seq", "data", "fsdp", "batch")

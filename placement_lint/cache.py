@@ -15,6 +15,10 @@ from placement_lint import __version__
 from placement_lint.facts import FACTS_VERSION
 
 
+#: the keys every facts entry has, with their types
+_SHAPE = {"sites": list, "classes": list, "suppressions": dict, "parsed": bool}
+
+
 class FactsCache:
     def __init__(self, directory: Path):
         self.dir = Path(directory)
@@ -28,9 +32,13 @@ class FactsCache:
         path = self.dir / (self.key(data, force) + ".json")
         try:
             with open(path, "rb") as fh:
-                return json.loads(fh.read())
+                facts = json.loads(fh.read())
         except (OSError, ValueError):
             return None  # missing or torn entry: recompute
+        # a well-formed entry of the wrong shape (edited, or written by another tool) is a miss too
+        if not isinstance(facts, dict) or not all(isinstance(facts.get(k), t) for k, t in _SHAPE.items()):
+            return None
+        return facts
 
     def put(self, data: bytes, force: bool, facts: dict[str, Any]) -> None:
         if not self._ok:

@@ -72,6 +72,10 @@ class ProjectIndex:
         if same_file in self.classes:
             return same_file
         cands = self.by_name.get(name, [])
+        if len(cands) > 1 and "." in ref:
+            # re-exported through a package __init__: prefer the definitions under that package
+            package = ref.rsplit(".", 1)[0] + "."
+            cands = [c for c in cands if c.startswith(package)] or cands
         return cands[0] if len(cands) == 1 else None
 
     def class_fqn(self, path: str, qualname: str) -> str:
@@ -108,7 +112,9 @@ class ProjectIndex:
         sites = self.files[path]["sites"]
         for i in c.get("bare_exits", ()):
             site = sites[i]
-            if site.get("used", True) and not site.get("guard"):
+            # only a local tensor the hook hands on (its return value) leaves DTensor for the
+            # module's consumers; a side copy stored on the module does not
+            if not site.get("guard") and any(e == "returned" for e in site.get("escapes", ())):
                 return path, site
         for base in c.get("bases", ()):
             target = self.resolve(base, path)

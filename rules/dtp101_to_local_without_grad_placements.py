@@ -181,6 +181,47 @@ class ToLocalWithoutGradPlacements(Rule):
             """,
             "replicated downstream, re-wrapped as Replicate: the label is right",
         ),
+        Example(
+            """
+            import torch
+
+            def total_norm(params):
+                norms = [p.grad.full_tensor().norm() for p in params]
+                return torch.stack(norms).norm()
+            """,
+            "gradients and grad-norm code carry no gradient themselves",
+        ),
+        Example(
+            """
+            import torch
+
+            def maybe_gather(w):
+                if not torch.is_grad_enabled() or not w.requires_grad:
+                    return w.full_tensor()
+                return w
+            """,
+            "the branch that runs without autograd",
+        ),
+        Example(
+            """
+            import torch
+
+            def test_same(a, b):
+                assert torch.equal(a.full_tensor(), b.full_tensor())
+            """,
+            "a comparison carries no gradient",
+        ),
+        Example(
+            """
+            import torch.nn.functional as F
+
+            def loss_fn(logits, labels):
+                labels = labels.full_tensor()
+                full = logits.full_tensor()
+                return F.cross_entropy(full, labels)
+            """,
+            "integer labels; a loss of gathered logits is the same scalar on every rank",
+        ),
     ]
 
     def check(self, ctx: FileContext):

@@ -113,6 +113,20 @@ class ImplicitLocalConversion(Rule):
             },
             "the style's hook declares grad placements",
         ),
+        Example(
+            """
+            from torch.distributed.tensor.parallel import RowwiseParallel
+
+            class VocabParallelEmbedding(RowwiseParallel):
+                @staticmethod
+                def _prepare_input_fn(input_layouts, desired_layouts, mod, inputs, mesh):
+                    mod._saved_ids = inputs[0].to_local().clone()
+                    return RowwiseParallel._prepare_input_fn(input_layouts, desired_layouts, mod, inputs, mesh)
+
+            plan = {"tok_embeddings": VocabParallelEmbedding()}
+            """,
+            "a side copy kept on the module is not what the hook hands on",
+        ),
     ]
 
     def check(self, ctx: FileContext):
@@ -137,7 +151,7 @@ class ImplicitLocalConversion(Rule):
                         "where it is applied was found among the files analysed. Every module it is applied to gets its "
                         "gradient labelled Replicate: pass `grad_placements=(Partial(),)` if that module's output meets "
                         "rank-dependent work",
-                        Confidence.MEDIUM,
+                        Confidence.LOW,  # a hazard note: whether it bites depends on where it is applied
                     )
 
     def torch_style(self, ctx: FileContext, site: dict):

@@ -85,6 +85,16 @@ class LocalMapWithoutGradPlacements(Rule):
             """,
             "all inputs sharded: the forward placements are the right gradient labels",
         ),
+        Example(
+            """
+            import spmd_types as spmd
+
+            @spmd.local_map(in_types=({"tp": spmd.R},), out_types=({"tp": spmd.P},))
+            def proj(x):
+                return x * 2
+            """,
+            "another library's local_map (spmd_types), whose types fix the backward",
+        ),
     ]
 
     def check(self, ctx: FileContext):

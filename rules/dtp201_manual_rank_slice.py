@@ -145,6 +145,47 @@ class ManualRankSlice(Rule):
             """,
             "inside a custom autograd.Function",
         ),
+        Example(
+            """
+            import torch.distributed as dist
+            from torch.distributed._functional_collectives import all_gather_tensor_autograd
+
+            def my_block(h, group, n):
+                full = all_gather_tensor_autograd(h, 0, group)
+                r = dist.get_rank(group)
+                return full[r * n:(r + 1) * n]
+            """,
+            "slicing the output of a differentiable all-gather: its backward already reduce-scatters",
+        ),
+        Example(
+            """
+            def context_parallel_split(inputs_embeds, cp_mesh, c):
+                cp_rank = cp_mesh.get_local_rank()
+                return inputs_embeds.narrow(1, cp_rank * c, c)
+            """,
+            "context-parallel split of activations: the intended per-rank share (reduced by FSDP/DDP)",
+        ),
+        Example(
+            """
+            import torch
+            import torch.distributed as dist
+
+            def fake_shard(n):
+                full = torch.randn(4 * n, 8)
+                r = dist.get_rank()
+                return full[r * n:(r + 1) * n]
+            """,
+            "a fresh tensor has no gradient history",
+        ),
+        Example(
+            """
+            class MoEStateDictAdapter:
+                def from_hf(self, hf_state_dict, mesh, n):
+                    r = mesh.get_local_rank()
+                    return hf_state_dict["experts.w"][r * n:(r + 1) * n]
+            """,
+            "checkpoint conversion",
+        ),
     ]
 
     def check(self, ctx: FileContext):
@@ -155,6 +196,10 @@ class ManualRankSlice(Rule):
                 confidence = Confidence.LOW
             elif site["op"] in ("index", "index_assign") and site["receiver"] == "unknown":
                 confidence = Confidence.LOW  # `x[rank]` on an unknown value is as often a list or dict
+            elif site["rank_source"] == "data" and site["receiver"] != "param":
+                # a cp/sp/dp rank: slicing activations is the intended per-rank share of the data,
+                # reduced later by the data-parallel reduction over that mesh dim
+                confidence = Confidence.LOW
             elif site["receiver"] in ("param", "dtensor"):
                 confidence = Confidence.HIGH
             else:
