@@ -47,6 +47,7 @@ class V:
     param: bool = False  # an nn.Parameter / weight (known differentiable leaf)
     nograd: bool = False  # carries no gradient: .grad, .detach(), fresh tensors, state_dict values
     synced: bool = False  # output of a differentiable collective: its backward already reduces
+    slices: frozenset = frozenset()  # rank_slice sites this value is the direct result of
 
     def field(self, name: str) -> "V | None":
         for k, v in self.fields:
@@ -130,6 +131,11 @@ def is_self(node: cst.BaseExpression) -> bool:
 def is_data_parallel_name(text: str) -> bool:
     words = re.split(r"[^a-z0-9]+", text.lower())
     return any(w in api.DATA_PARALLEL_MARKERS or w.startswith(("dp_", "cp_", "sp_")) for w in words)
+
+
+def is_int_name(low: str) -> bool:
+    """Names that hold integer data in practice: ids, indices, masks, counts, offsets."""
+    return low.endswith(api.INT_NAME_SUFFIXES) or any(w in low for w in api.INT_NAME_PARTS)
 
 
 def kwarg(call: cst.Call, name: str) -> cst.Arg | None:
@@ -436,8 +442,10 @@ class FileAnalyzer:
             self.function(fn, scope, f"{qual}.{fn.name.value}", info, guard)
 
     def function(self, fn: cst.FunctionDef, parent: Scope, symbol: str, cls: ClassInfo | None, guard: str) -> None:
-        scope = Scope(symbol, parent, cls, guard)
         params = fn.params
+        if not guard and any(p.name.value == "bucket" for p in params.params):
+            guard = "below_autograd"  # a DDP communication hook: runs on gradients, in backward
+        scope = Scope(symbol, parent, cls, guard)
         for p in (*params.posonly_params, *params.params, *params.kwonly_params):
             name = p.name.value
             v = UNKNOWN
@@ -446,8 +454,10 @@ class FileAnalyzer:
             low = name.lower()
             if low.endswith(api.RANK_NAME_SUFFIXES) and v.kind in ("unknown", "int", "none"):
                 v = V(kind="int", rank="name")
-            elif low.endswith(api.INT_NAME_SUFFIXES):
+            elif is_int_name(low):
                 v = V(kind="inttensor")
+            elif low.endswith(api.LIST_NAME_SUFFIXES):
+                v = V(kind="list")
             scope.env[name] = v
         for star in (params.star_arg, params.star_kwarg):
             if isinstance(star, cst.Param):
@@ -502,7 +512,7 @@ class FileAnalyzer:
             name = target.value
             if v.rank == "call" and is_data_parallel_name(name):
                 v = dataclasses.replace(v, rank="data")  # cp_rank = mesh.get_local_rank(...)
-            if v.kind in ("unknown", "tensor") and not v.exits and name.lower().endswith(api.INT_NAME_SUFFIXES) and not v.rankdep:
+            if v.kind in ("unknown", "tensor") and not v.exits and is_int_name(name.lower()) and not v.rankdep:
                 v = dataclasses.replace(v, kind="inttensor")
             scope.env[name] = v
         elif isinstance(target, (cst.Tuple, cst.List)):
@@ -679,7 +689,7 @@ class FileAnalyzer:
         low = attr.lower()
         if low.endswith(api.RANK_NAME_SUFFIXES) and base.kind in ("unknown", "obj"):
             return V(kind="int", rank="name")
-        if low.endswith(api.INT_NAME_SUFFIXES) and not base.exits:
+        if is_int_name(low) and not base.exits:
             return V(kind="inttensor")
         return UNKNOWN
 
@@ -710,9 +720,13 @@ class FileAnalyzer:
             if isinstance(s, cst.Index):
                 vals.append(self.expr(s.value, scope))
             elif isinstance(s, cst.Slice):
+                trim = s.step is None and (s.lower is None or (isinstance(s.lower, cst.Integer) and s.lower.value == "0"))
                 for part in (s.lower, s.upper, s.step):
                     if part is not None:
-                        vals.append(self.expr(part, scope))
+                        v = self.expr(part, scope)
+                        # `x[:n]` with a rank-derived n trims padding or sums my predecessors'
+                        # sizes: it starts at 0 on every rank, so it is not this rank's slice
+                        vals.append(dataclasses.replace(v, rank="") if trim and part is s.upper else v)
         # only a scalar position (a Python int from the rank) makes a manual slice; a tensor of
         # rank-derived indices is token routing: rank-dependent data, not a redistribute stand-in
         scalar = [v for v in vals if v.rank and v.kind not in ("inttensor", "tensor", "dtensor") and not v.exits]
@@ -751,10 +765,10 @@ class FileAnalyzer:
                 return V(kind="int", rank=idx.rank)
             if base.kind == "chunks":
                 parent = base.parent or UNKNOWN
-                self.rank_slice(node, scope, base.chunk_op, parent, idx)
-                return V(kind="tensor", exits=parent.exits, rankdep="a rank-indexed slice")
-            self.rank_slice(node, scope, "slice" if self.has_slice(node) else "index", base, idx)
-            return V(kind="tensor", exits=base.exits, rankdep="a rank-indexed slice", param=False)
+                site = self.rank_slice(node, scope, base.chunk_op, parent, idx)
+                return V(kind="tensor", exits=parent.exits, rankdep="a rank-indexed slice", slices=site)
+            site = self.rank_slice(node, scope, "slice" if self.has_slice(node) else "index", base, idx)
+            return V(kind="tensor", exits=base.exits, rankdep="a rank-indexed slice", param=False, slices=site)
         if idx.rankdep and base.exits:
             self.note(base.exits, "meets", node, f"is indexed by {idx.rankdep}")
         if base.kind == "chunks":
@@ -767,22 +781,22 @@ class FileAnalyzer:
     def has_slice(node: cst.Subscript) -> bool:
         return any(isinstance(el.slice, cst.Slice) for el in node.slice)
 
-    def rank_slice(self, node: cst.CSTNode, scope: Scope, op: str, receiver: V, idx: V, value: V | None = None) -> None:
+    def rank_slice(self, node: cst.CSTNode, scope: Scope, op: str, receiver: V, idx: V, value: V | None = None) -> frozenset:
         """A rank-indexed slice. On a local tensor that left DTensor it is evidence for that exit
         (the DTP101 finding covers it, one root cause one finding); otherwise it is a site."""
         if receiver.exits:
             self.note(receiver.exits, "meets", node, "is sliced at a rank-derived position")
-            return
+            return frozenset()
         if receiver.kind in ("list", "tuple", "dict", "str", "meta", "int", "inttensor", "module", "modules"):
-            return
+            return frozenset()
         if receiver.nograd or receiver.synced:
-            return  # no gradient to lose, or a collective's backward already gathers/reduces
-        self.add_site(
+            return frozenset()  # no gradient to lose, or a collective's backward already gathers/reduces
+        return frozenset([self.add_site(
             node, scope, "rank_slice", op=op, rank_source=idx.rank,
             receiver=("param" if receiver.param else receiver.kind if receiver.kind in ("dtensor", "tensor") else "unknown"),
             receiver_rankdep=bool(receiver.rankdep),
             value_exits=bool(value is not None and value.exits),
-        )
+        )])
 
     # -- calls -------------------------------------------------------------------------------------
     def call(self, node: cst.Call, scope: Scope) -> V:
@@ -829,6 +843,9 @@ class FileAnalyzer:
                     pl = frozenset("R")  # both default to Replicate on every mesh dim
                 if key == "from_local":
                     self.use(t)  # re-entering DTensor: from_local's backward will reduce as declared
+                    if pl == frozenset("S"):
+                        for i in t.slices:  # a rank slice wrapped as this rank's shard: a manual distribute
+                            self.sites[i]["rewrapped_as_shard"] = True
                 return V(kind="dtensor", pl=pl or frozenset(ANY), param=t.param)
             if key == "Parameter":
                 t = arg(0, "data") or UNKNOWN
@@ -972,12 +989,17 @@ class FileAnalyzer:
         if method == "split" and recv.kind == "unknown":
             return V(kind="chunks", chunk_op=method, parent=recv, exits=recv.exits, rankdep=recv.rankdep)
         if method == "narrow" and len(args) >= 2 and (args[1].rank or (len(args) > 2 and args[2].rank)):
+            site = frozenset()
             if recv.kind not in ("inttensor", "list"):
-                self.rank_slice(node, scope, "narrow", recv, V(rank=args[1].rank or args[2].rank))
-            return V(kind="tensor", exits=recv.exits, rankdep="a rank-indexed slice")
+                site = self.rank_slice(node, scope, "narrow", recv, V(rank=args[1].rank or args[2].rank))
+            return V(kind="tensor", exits=recv.exits, rankdep="a rank-indexed slice", slices=site)
         if method == "backward":
             self.use(recv)
             return UNKNOWN
+        if method in ("copy_", "set_"):
+            for v in args:
+                self.use(v)  # copying values into a buffer or parameter records no gradient edge back
+            return recv
         if method in ("append", "extend", "add", "insert", "put", "update") and recv.kind in ("list", "dict", "unknown", "tuple"):
             for a in args:
                 self.escape(a, node, f"added to a container with .{method}()")
@@ -992,7 +1014,10 @@ class FileAnalyzer:
                 res = combine(operands, kind=recv.kind if recv.kind != "unknown" else "tensor")
                 scope.env[node.func.value.value] = res  # in-place ops taint the receiver
                 return res
-            return combine(operands, kind="inttensor" if recv.kind == "inttensor" else "tensor")
+            res = combine(operands, kind="inttensor" if recv.kind == "inttensor" else "tensor")
+            if method in ("contiguous", "clone", "view", "reshape") and recv.slices:
+                res = dataclasses.replace(res, slices=recv.slices)  # still the slice itself
+            return res
         if recv.kind == "module":
             operands = [recv, *args]
             self.meet(operands, node)

@@ -105,6 +105,11 @@ INT_NAME_SUFFIXES = (
     "cu_seqlens", "_splits", "_sizes", "tokens_per_expert",
 )
 
+#: substrings that mark integer data anywhere in a name (`counts_sde`, `expert_offsets_per_rank`)
+INT_NAME_PARTS = ("count", "offset")
+#: name suffixes of Python sequences (datasets, file lists), never tensors
+LIST_NAME_SUFFIXES = ("dataset", "_list", "files", "paths", "names", "keys")
+
 #: Python sequence producers
 LIST_FUNCTIONS = {"list", "range", "tuple", "sorted", "enumerate", "zip", "reversed", "dict", "set"}
 LIST_METHODS = {"tolist", "keys", "values", "items"}

@@ -15,6 +15,22 @@ from placement_lint import __version__
 from placement_lint.facts import FACTS_VERSION
 
 
+#: modules whose code decides what facts a file has: a change to any of them invalidates the cache
+_FACT_MODULES = ("analyzer.py", "api.py", "facts.py", "prefilter.py", "regions.py", "suppression.py")
+
+
+def code_fingerprint() -> str:
+    """Hash of the analysis code itself, so an edited analyzer never reads stale facts."""
+    h = hashlib.blake2b(digest_size=8)
+    here = Path(__file__).resolve().parent
+    for name in _FACT_MODULES:
+        try:
+            h.update((here / name).read_bytes())
+        except OSError:
+            h.update(name.encode())
+    return h.hexdigest()
+
+
 #: the keys every facts entry has, with their types
 _SHAPE = {"sites": list, "classes": list, "suppressions": dict, "parsed": bool}
 
@@ -22,7 +38,7 @@ _SHAPE = {"sites": list, "classes": list, "suppressions": dict, "parsed": bool}
 class FactsCache:
     def __init__(self, directory: Path):
         self.dir = Path(directory)
-        self.salt = f"{__version__}:{FACTS_VERSION}:".encode()
+        self.salt = f"{__version__}:{FACTS_VERSION}:{code_fingerprint()}:".encode()
         self._ok = True
 
     def key(self, data: bytes, force: bool) -> str:

@@ -235,18 +235,28 @@ class ToLocalWithoutGradPlacements(Rule):
     def evaluate(self, ctx: FileContext, site: dict):
         api = site["api"]
         placements = site.get("placements")
-        known = api == "full_tensor" or (placements is not None and bool({"R", "P"} & set(placements)))
+        # full_tensor() gathers whatever the placement: with rank-dependent use that is enough
+        # for high; for a tensor that merely leaves the scope, only a known placement says medium
+        known_placement = placements is not None and bool({"R", "P"} & set(placements))
+        known = api == "full_tensor" or known_placement
         meets = site.get("meets") or []
         escapes = site.get("escapes") or []
         call = f".{api}()"
         related = []
         if meets:
-            confidence = Confidence.HIGH if known else Confidence.MEDIUM
+            if known:
+                confidence = Confidence.HIGH
+            elif any("Shard DTensor" in m for m in meets):
+                confidence = Confidence.MEDIUM  # unknown placement, but it meets a known shard
+            else:
+                # unknown placement meeting dispatch output or rank slices: expert and vocab
+                # weights are typically Shard there, and then the bare label is right
+                confidence = Confidence.LOW
             where = site.get("meets_lines", [None])[0]
             evidence = f"the local result {meets[0]}" + (f" (line {where})" if where else "")
             related = [Related(ctx.path, ln, f"rank-dependent use: {why}") for ln, why in zip(site.get("meets_lines", []), meets)]
         elif escapes:
-            confidence = Confidence.MEDIUM if known else Confidence.LOW
+            confidence = Confidence.MEDIUM if known_placement else Confidence.LOW
             evidence = f"the local tensor is {escapes[0]}, so its consumers are not visible here"
         else:
             confidence = Confidence.LOW

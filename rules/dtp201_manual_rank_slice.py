@@ -190,8 +190,8 @@ class ManualRankSlice(Rule):
 
     def check(self, ctx: FileContext):
         for site in ctx.sites("rank_slice"):
-            if site.get("guard"):
-                continue
+            if site.get("guard") or site.get("rewrapped_as_shard"):
+                continue  # no-grad code, or `from_local(x[my slice], mesh, [Shard(d)])`: a manual distribute
             if site["rank_source"] == "name":
                 confidence = Confidence.LOW
             elif site["op"] in ("index", "index_assign") and site["receiver"] == "unknown":
