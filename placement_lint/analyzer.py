@@ -514,6 +514,8 @@ class FileAnalyzer:
                 v = dataclasses.replace(v, rank="data")  # cp_rank = mesh.get_local_rank(...)
             if v.kind in ("unknown", "tensor") and not v.exits and is_int_name(name.lower()) and not v.rankdep:
                 v = dataclasses.replace(v, kind="inttensor")
+            elif v.kind == "unknown" and not v.exits and name.lower().endswith(api.LIST_NAME_SUFFIXES):
+                v = dataclasses.replace(v, kind="list")
             scope.env[name] = v
         elif isinstance(target, (cst.Tuple, cst.List)):
             elems = [e.value for e in target.elements]

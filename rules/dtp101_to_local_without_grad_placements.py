@@ -256,7 +256,10 @@ class ToLocalWithoutGradPlacements(Rule):
             evidence = f"the local result {meets[0]}" + (f" (line {where})" if where else "")
             related = [Related(ctx.path, ln, f"rank-dependent use: {why}") for ln, why in zip(site.get("meets_lines", []), meets)]
         elif escapes:
-            confidence = Confidence.MEDIUM if known_placement else Confidence.LOW
+            # `from_local(x, mesh, [Partial()]).full_tensor()` is the all-reduce idiom: its result
+            # is genuinely replicated; only rank-dependent use (above) makes it suspect
+            all_reduce_idiom = api == "full_tensor" and placements == ["P"]
+            confidence = Confidence.MEDIUM if known_placement and not all_reduce_idiom else Confidence.LOW
             evidence = f"the local tensor is {escapes[0]}, so its consumers are not visible here"
         else:
             confidence = Confidence.LOW

@@ -4,6 +4,13 @@ from placement_lint.findings import Confidence, Related
 from placement_lint.rule import Example, FileContext, Rule
 
 _NAMES = {"R": "Replicate", "P": "Partial", "S": "Shard", "?": "an unknown layout"}
+#: plan keys of modules that hold no parameters (rotary / positional embeddings)
+_PARAMETER_FREE = ("rotary", "rope", "pos_emb", "inv_freq", "position_emb")
+
+
+def _parameter_free(site: dict) -> bool:
+    key = (site.get("plan_key") or "").lower()
+    return any(p in key for p in _PARAMETER_FREE)
 
 
 class ImplicitLocalConversion(Rule):
@@ -162,8 +169,9 @@ class ImplicitLocalConversion(Rule):
             layout = set(info["layout"])
             if layout == {"S"}:
                 continue
-            # on only by default (RowwiseParallel()): usually feeds replicated code, so low
-            conf = Confidence.LOW if info["how"] == "default" else Confidence.MEDIUM
+            # on only by default (RowwiseParallel()): usually feeds replicated code, so low;
+            # rotary/positional modules have no parameters for a gradient to reach
+            conf = Confidence.LOW if info["how"] == "default" or _parameter_free(site) else Confidence.MEDIUM
             if worst is None or conf > worst[0]:
                 worst = (conf, flag, info)
         if worst is None:
@@ -201,4 +209,5 @@ class ImplicitLocalConversion(Rule):
             "`to_local(grad_placements=(Partial(),))` in the hook"
         )
         related = [Related(hook_path, line, f"bare {hook_site['api']}() in {hook_site.get('symbol', 'the hook')}")]
-        return self.finding(ctx, site, message, Confidence.MEDIUM, related=related)
+        confidence = Confidence.LOW if _parameter_free(site) else Confidence.MEDIUM
+        return self.finding(ctx, site, message, confidence, related=related)
