@@ -191,3 +191,43 @@ def test_only_changed_reports_findings_on_changed_lines_only(tmp_path):
     found = sorted((f["path"], f["line"]) for f in json.loads(res.output)["findings"])
     assert found == [("new.py", BUG_LINE), ("old.py", 13)]
     assert run(["--no-cache", "--only-changed", "no-such-rev", "."], tmp_path).exit_code == 2
+
+
+def test_project_style_resolved_through_an_absolute_import_of_a_package_reexport(tmp_path):
+    """torchtitan-style: `from pkg.distributed import NoParallel`, the class defined in a submodule
+    and re-exported by the package; another class of the same name lives elsewhere."""
+    style = textwrap.dedent(
+        """
+        from torch.distributed.tensor.parallel import ParallelStyle
+
+        class NoParallel(ParallelStyle):
+            def __init__(self, *, use_local_output=True):
+                self.use_local_output = use_local_output
+
+            @staticmethod
+            def _prepare_output_fn(use_local_output, mod, outputs, device_mesh):
+                return outputs.to_local() if use_local_output else outputs
+        """
+    )
+    write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/distributed/__init__.py": "from pkg.distributed.tensor_parallel import NoParallel\n",
+            "pkg/distributed/tensor_parallel.py": style,
+            "pkg/experiments/other.py": "class NoParallel:\n    pass\n",
+            "pkg/models/moe/parallelize.py": textwrap.dedent(
+                """
+                from torch.distributed.tensor.parallel import parallelize_module
+                from pkg.distributed import NoParallel
+
+                def apply_moe_ep_tp(model, tp_mesh):
+                    for block in model.layers.values():
+                        parallelize_module(block, tp_mesh, {"moe.router.gate": NoParallel(use_local_output=True)})
+                """
+            ),
+        },
+    )
+    res = run(["--no-cache", "--format", "json", "."], tmp_path)
+    found = [(f["path"], f["line"], f["code"], f["confidence"]) for f in json.loads(res.output)["findings"]]
+    assert found == [("pkg/models/moe/parallelize.py", 7, "DTP102", "medium")]
