@@ -180,17 +180,24 @@ class ClassInfo:
 # The analyzer
 # ----------------------------------------------------------------------------------------------
 class FileAnalyzer:
-    def __init__(self, module: cst.Module):
-        self.module = module
+    def __init__(self, blocks: Sequence[tuple[int, cst.Module, list | None]]):
+        # (1-based start line, module, kept class members or None) per parsed top-level block
+        self.blocks = blocks
+        self.block_index = 0
+        self.module = blocks[0][1] if blocks else cst.Module(body=[])
+        # the method being analysed, when its own line is known: (node, 0-based line, indent)
+        self.unit: tuple[cst.FunctionDef, int, int] | None = None
+        self.site_units: list[tuple[cst.FunctionDef, int, int] | None] = []
         self.imports: dict[str, str] = {}  # local name -> dotted qualified name
         self.sites: list[dict[str, Any]] = []
         self.site_nodes: list[cst.CSTNode] = []
+        self.site_blocks: list[int] = []
         self.related_nodes: dict[int, list[tuple[str, cst.CSTNode]]] = {}
         self.classes: list[ClassInfo] = []
         self.local_classes: dict[str, ClassInfo] = {}
         self.local_functions: set[str] = set()
         self._plan_key: str | None = None
-        self._deferred: list[tuple[cst.FunctionDef, Scope, str, ClassInfo | None, str]] = []
+        self._deferred: list[tuple[int, cst.FunctionDef, Scope, str, ClassInfo | None, str]] = []
 
     # -- name resolution -----------------------------------------------------------------------
     def qualify(self, node: cst.BaseExpression) -> str | None:
@@ -224,6 +231,8 @@ class FileAnalyzer:
         site.update(data)
         self.sites.append(site)
         self.site_nodes.append(node)
+        self.site_blocks.append(self.block_index)
+        self.site_units.append(self.unit)
         return len(self.sites) - 1
 
     def note(self, exits: frozenset, key: str, node: cst.CSTNode, why: str) -> None:
@@ -259,12 +268,20 @@ class FileAnalyzer:
     # -- entry -----------------------------------------------------------------------------------
     def run(self) -> None:
         top = Scope("", None, None)
-        self.prescan(self.module.body)
-        self.block(self.module.body, top)
+        for _, module, _ in self.blocks:
+            self.prescan(module.body)
+        for i, (_, module, _) in enumerate(self.blocks):
+            self.select_block(i)
+            self.block(module.body, top)
         # function bodies see the whole module's globals, so they run after module-level code
         while self._deferred:
-            fn, parent, symbol, cls, guard = self._deferred.pop(0)
+            i, fn, parent, symbol, cls, guard = self._deferred.pop(0)
+            self.select_block(i)
             self.function(fn, parent, symbol, cls, guard)
+
+    def select_block(self, i: int) -> None:
+        self.block_index = i
+        self.module = self.blocks[i][1]
 
     def prescan(self, body: Sequence[cst.CSTNode]) -> None:
         for stmt in body:
@@ -292,7 +309,7 @@ class FileAnalyzer:
             for dec in stmt.decorators:
                 self.expr(dec.decorator, scope)
             scope.env[stmt.name.value] = V(kind="function")
-            self._deferred.append((stmt, scope, symbol, None, guard))
+            self._deferred.append((self.block_index, stmt, scope, symbol, None, guard))
         elif isinstance(stmt, cst.ClassDef):
             self.class_def(stmt, scope)
         elif isinstance(stmt, cst.If):
@@ -434,12 +451,21 @@ class FileAnalyzer:
         for s in node.body.body:
             if not isinstance(s, cst.FunctionDef):
                 self.stmt(s, cls_scope)
+        # a top-level class split into members by regions: each method's own line is known
+        members = self.blocks[self.block_index][2] if not scope.symbol else None
+        lines = {}
+        if members is not None and len(members) == len(node.body.body):
+            lines = {id(stmt): m for stmt, m in zip(node.body.body, members)}
         for fn in methods:
             guard = scope.guard or self.decorator_guard(fn, info)
             if autograd_fn and fn.name.value in ("forward", "backward", "setup_context", "jvp", "vjp"):
                 guard = guard or "autograd_function"
             # methods run now (not deferred) so __init__'s attributes are known to the rest
+            outer = self.unit
+            if id(fn) in lines:
+                self.unit = (fn, *lines[id(fn)])
             self.function(fn, scope, f"{qual}.{fn.name.value}", info, guard)
+            self.unit = outer
 
     def function(self, fn: cst.FunctionDef, parent: Scope, symbol: str, cls: ClassInfo | None, guard: str) -> None:
         params = fn.params
@@ -793,8 +819,10 @@ class FileAnalyzer:
             return frozenset()
         if receiver.nograd or receiver.synced:
             return frozenset()  # no gradient to lose, or a collective's backward already gathers/reduces
+        name = (dotted(node.value) if isinstance(node, cst.Subscript) else dotted(node.func.value) if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) else "") or ""
         return frozenset([self.add_site(
             node, scope, "rank_slice", op=op, rank_source=idx.rank,
+            receiver_name=name.rsplit(".", 1)[-1],
             receiver=("param" if receiver.param else receiver.kind if receiver.kind in ("dtensor", "tensor") else "unknown"),
             receiver_rankdep=bool(receiver.rankdep),
             value_exits=bool(value is not None and value.exits),
@@ -933,6 +961,9 @@ class FileAnalyzer:
             rg = kwarg(node, "requires_grad")
             fresh = rg is None or self.literal_bool(rg.value) is False  # a new tensor has no history
             return V(kind="tensor", rank=next((a.rank for a in operands if a.rank), ""), nograd=fresh)
+        module = q.rsplit(".", 1)[0]
+        if module not in api.TENSOR_NAMESPACES and not any(v.kind in ("tensor", "dtensor", "inttensor") or v.exits for v in operands):
+            return combine(operands, kind="unknown")  # torch.testing / torch.utils helpers: not a tensor op
         return self.dtensor_result(operands) or combine(operands)
 
     @staticmethod
@@ -1151,29 +1182,52 @@ class FileAnalyzer:
         self.add_site(node, scope, "local_map", grad=grad_state, in_placements=pl, partial=partial)
 
     # -- output -----------------------------------------------------------------------------------------
-    def facts(self) -> dict[str, Any]:
-        positions = None
-        if self.sites:
-            positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
-        def pos(n: cst.CSTNode) -> list[int]:
+    def facts(self, positions: str = "none") -> dict[str, Any]:
+        """Sites, with positions per `positions`: "none", "sites" (blocks holding a site a rule
+        reads directly) or "all" (also calls that may apply a project style). Positions cost a
+        code-generating pass over a block, so the engine asks for them only where needed."""
+        needed = {
+            b for b, site in zip(self.site_blocks, self.sites)
+            if positions == "all" or (positions == "sites" and site["kind"] != "style_candidate")
+        }
+        resolved: dict[Any, Any] = {}
+
+        def locate(b: int, unit) -> tuple[Any, int, int]:
+            """Position table, line offset and column offset for a site in block b / method unit."""
+            if unit is not None:
+                # one method, code-generated on its own: dedented by its class indent, and its
+                # leading blank/comment lines come first
+                fn, line0, indent = unit
+                if id(fn) not in resolved:
+                    resolved[id(fn)] = MetadataWrapper(cst.Module(body=[fn]), unsafe_skip_copy=True).resolve(PositionProvider)
+                return resolved[id(fn)], line0 - len(fn.leading_lines), indent
+            if b not in resolved:
+                resolved[b] = MetadataWrapper(self.blocks[b][1], unsafe_skip_copy=True).resolve(PositionProvider)
+            return resolved[b], self.blocks[b][0] - 1, 0
+
+        partial = False
+        for i, (site, n, b, unit) in enumerate(zip(self.sites, self.site_nodes, self.site_blocks, self.site_units)):
+            if b not in needed:
+                site["pos"] = None
+                partial = True
+                continue
+            positions, dl, dc = locate(b, unit)
             r = positions[n]
-            return [r.start.line, r.start.column + 1, r.end.line, r.end.column + 1]
-        for i, (site, n) in enumerate(zip(self.sites, self.site_nodes)):
-            site["pos"] = pos(n)
+            site["pos"] = [r.start.line + dl, r.start.column + 1 + dc, r.end.line + dl, r.end.column + 1 + dc]
             for key, rn in self.related_nodes.get(i, ()):
-                site.setdefault(f"{key}_lines", []).append(positions[rn].start.line)
-        classes = []
-        for c in self.classes:
-            classes.append({
-                "name": c.name, "qualname": c.qualname, "bases": c.bases,
-                "torch_style": c.is_torch_style,
-                "bare_exits": c.bare_exits,
-                "line": positions[c.node].start.line if positions is not None and c.node in positions else 0,
-            })
-        return {"sites": self.sites, "classes": classes}
+                site.setdefault(f"{key}_lines", []).append(positions[rn].start.line + dl)
+        classes = [
+            {"name": c.name, "qualname": c.qualname, "bases": c.bases, "torch_style": c.is_torch_style, "bare_exits": c.bare_exits}
+            for c in self.classes
+        ]
+        return {"sites": self.sites, "classes": classes, "unpositioned": partial}
+
+
+def analyze_blocks(blocks: Sequence[tuple[int, cst.Module, list | None]], positions: str = "none") -> dict[str, Any]:
+    a = FileAnalyzer(blocks)
+    a.run()
+    return a.facts(positions)
 
 
 def analyze_module(module: cst.Module) -> dict[str, Any]:
-    a = FileAnalyzer(module)
-    a.run()
-    return a.facts()
+    return analyze_blocks([(1, module, None)], positions="all")

@@ -154,3 +154,12 @@ SYNCED_FUNCTION_CLASS_SUBSTRINGS = ("gather", "allreduce", "all_reduce", "alltoa
 #: names of mesh dims / groups / variables that shard the *data* (batch, sequence): a slice of
 #: activations by such a rank is the intended per-rank share, reduced later by FSDP/DDP
 DATA_PARALLEL_MARKERS = ("cp", "sp", "dp", "context", "sequence", "seq", "data", "fsdp", "batch")
+
+#: modules whose functions compute tensors (`torch.matmul`, `F.linear`, ...); other torch modules'
+#: helpers (torch.testing, torch.utils) return whatever they return
+TENSOR_NAMESPACES = {
+    "torch", "torch.nn.functional", "torch.special", "torch.linalg", "torch.fft", "torch.nn.init",
+    "torch.distributed._functional_collectives", "torch.distributed.nn.functional", "F",
+}
+#: names of model inputs and targets: slicing them by rank is data-parallel batch splitting
+BATCH_NAMES = {"input", "inputs", "target", "targets", "batch", "labels", "input_ids", "data"}

@@ -41,11 +41,11 @@ class FactsCache:
         self.salt = f"{__version__}:{FACTS_VERSION}:{code_fingerprint()}:".encode()
         self._ok = True
 
-    def key(self, data: bytes, force: bool) -> str:
-        return hashlib.blake2b(self.salt + (b"F" if force else b"-") + data, digest_size=20).hexdigest()
+    def key(self, data: bytes, mode: str) -> str:
+        return hashlib.blake2b(self.salt + mode.encode() + b"|" + data, digest_size=20).hexdigest()
 
-    def get(self, data: bytes, force: bool) -> dict[str, Any] | None:
-        path = self.dir / (self.key(data, force) + ".json")
+    def get(self, data: bytes, mode: str) -> dict[str, Any] | None:
+        path = self.dir / (self.key(data, mode) + ".json")
         try:
             with open(path, "rb") as fh:
                 facts = json.loads(fh.read())
@@ -56,7 +56,7 @@ class FactsCache:
             return None
         return facts
 
-    def put(self, data: bytes, force: bool, facts: dict[str, Any]) -> None:
+    def put(self, data: bytes, mode: str, facts: dict[str, Any]) -> None:
         if not self._ok:
             return
         try:
@@ -67,6 +67,6 @@ class FactsCache:
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
             with os.fdopen(fd, "w") as fh:
                 json.dump(facts, fh, separators=(",", ":"))
-            os.replace(tmp, self.dir / (self.key(data, force) + ".json"))
+            os.replace(tmp, self.dir / (self.key(data, mode) + ".json"))
         except OSError:
             self._ok = False  # read-only checkout: run uncached rather than fail

@@ -24,11 +24,11 @@ def read_bytes(path: Path) -> bytes:
         return fh.read()
 
 
-def compute_facts(items: Sequence[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
-    """Facts for (path, bytes, force) items. Top level so a process pool can run it."""
+def compute_facts(items: Sequence[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
+    """Facts for (path, bytes, mode) items. Top level so a process pool can run it."""
     from placement_lint.facts import file_facts
 
-    return [file_facts(data, force=force) for _, data, force in items]
+    return [file_facts(data, mode) for _, data, mode in items]
 
 
 class FactStore:
@@ -40,11 +40,11 @@ class FactStore:
         self.cache = FactsCache(cache_dir) if use_cache and cache_dir is not None else None
         self.jobs = jobs
 
-    def facts_for(self, items: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
+    def facts_for(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
         results: list[dict[str, Any] | None] = [None] * len(items)
         todo: list[int] = []
-        for i, (_, data, force) in enumerate(items):
-            hit = self.cache.get(data, force) if self.cache is not None else None
+        for i, (_, data, mode) in enumerate(items):
+            hit = self.cache.get(data, mode) if self.cache is not None else None
             if hit is not None:
                 results[i] = hit
             else:
@@ -57,7 +57,7 @@ class FactStore:
                     self.cache.put(items[i][1], items[i][2], facts)
         return results  # type: ignore[return-value]
 
-    def _compute(self, items: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
+    def _compute(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
         from placement_lint.parallel import map_chunked
 
         return map_chunked(compute_facts, items, jobs=self.jobs)
@@ -85,7 +85,7 @@ def lint(
     errors: list[dict[str, Any]] = []
     facts: dict[str, dict[str, Any]] = {}
     skipped: list[tuple[str, bytes]] = []
-    candidates: list[tuple[str, bytes, bool]] = []
+    candidates: list[tuple[str, bytes, str]] = []
     for path in files:
         shown = display_path(path, cwd)
         try:
@@ -94,28 +94,43 @@ def lint(
             errors.append({"path": shown, "message": f"cannot read file: {exc.strerror or exc}"})
             continue
         if prefilter.might_match(data):
-            candidates.append((shown, data, False))
+            candidates.append((shown, data, ""))
         else:
             skipped.append((shown, data))
-    for (shown, _, _), f in zip(candidates, store.facts_for(candidates)):
-        facts[shown] = f
+    data_of = {shown: data for shown, data, _ in candidates}
+    data_of.update(skipped)
+
+    def analyse(paths: Iterable[str], mode: str) -> None:
+        items = [(p, data_of[p], mode) for p in paths]
+        for (p, _, _), f in zip(items, store.facts_for(items)):
+            facts[p] = f
+
+    analyse([p for p, _, _ in candidates], "")
 
     from placement_lint.index import ProjectIndex
 
     index = ProjectIndex(facts)
     # Phase two: a file that applies a project style by name (`"gate": NoParallel()`) has no
-    # static trigger token, and in a file parsed by regions the applying code may have been
-    # blanked. Now that the index knows the leaky style names, analyse those files in full.
+    # static trigger token, and in the first pass the applying code may sit in a dropped region.
+    # Now that the index knows the leaky style names, analyse the files that name them in full.
     names = sorted(index.leaky_style_names())
     if names:
         tokens = [n.encode() for n in names]
-        pool = skipped + [(shown, data) for shown, data, _ in candidates if facts[shown].get("reduced")]
-        late = [(shown, data, True) for shown, data in pool if any(t in data for t in tokens)]
+        late = [p for p, data in data_of.items() if facts.get(p, {}).get("mode") != "full" and any(t in data for t in tokens)]
         if late:
-            for (shown, _, _), f in zip(late, store.facts_for(late)):
-                facts[shown] = f
+            analyse(late, "full")
             index = ProjectIndex(facts)
     index.count_style_uses()
+
+    # Phase three: positions, only for the files that have findings (and the files holding the
+    # hooks those findings point to); then the rules run again on positioned facts.
+    first = list(run_rules(index, config, suppress=False))
+    need = {f.path for f in first} | {path for fqn in index.leaky_styles() for path in [index.classes[fqn][0]]}
+    need = {p for p in need if facts[p].get("mode") == ""}
+    if need:
+        analyse(sorted(need), "positions")
+        index = ProjectIndex(facts)
+        index.count_style_uses()
 
     findings = list(run_rules(index, config))
     findings.sort(key=Finding.sort_key)
@@ -128,7 +143,7 @@ def lint(
     )
 
 
-def run_rules(index, config) -> Iterable[Finding]:
+def run_rules(index, config, suppress: bool = True) -> Iterable[Finding]:
     from placement_lint.rule import FileContext, all_rules
     from placement_lint.suppression import is_suppressed
 
@@ -150,7 +165,7 @@ def run_rules(index, config) -> Iterable[Finding]:
                 continue
             if f.confidence < min_conf and f.code != "DTP000":
                 continue
-            if is_suppressed(table, f.line, f.code, f.slug):
+            if suppress and is_suppressed(table, f.line, f.code, f.slug):
                 continue
             yield f
 

@@ -10,18 +10,22 @@ from placement_lint import prefilter
 from placement_lint.suppression import scan
 
 #: bump when the shape or meaning of facts changes: part of every cache key
-FACTS_VERSION = 1
+FACTS_VERSION = 2
 
-EMPTY: dict[str, Any] = {"sites": [], "classes": [], "suppressions": {}, "parsed": False, "reduced": False, "error": None}
+EMPTY: dict[str, Any] = {"sites": [], "classes": [], "suppressions": {}, "parsed": False, "mode": "full", "error": None}
 
 
-def file_facts(data: bytes, *, force: bool = False) -> dict[str, Any]:
-    """Facts of one file.
+#: analysis modes. "" (the first pass): relevant regions only, no positions (computing them costs a
+#: code-generating pass per block, and most files have no finding). "positions": the same, with
+#: positions for every site a rule reads, for files that have findings. "full": the whole file,
+#: every position, for files that apply a project ParallelStyle by name (no static token can
+#: announce those, and the applying code may sit in a region the first pass dropped).
+MODES = ("", "positions", "full")
 
-    Normally only the regions that mention a trigger token are parsed (`regions.reduce_source`).
-    `force` parses the whole file whatever it mentions: phase two of the engine uses it for files
-    that apply a project ParallelStyle by name, which no static token can announce.
-    """
+
+def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
+    """Facts of one file in one of `MODES`."""
+    force = mode == "full"
     if not force and not prefilter.might_match(data):
         return EMPTY
     try:
@@ -31,27 +35,28 @@ def file_facts(data: bytes, *, force: bool = False) -> dict[str, Any]:
     # libcst is imported only for files that passed the prefilter
     import libcst as cst
 
-    from placement_lint.analyzer import analyze_module
+    from placement_lint.analyzer import analyze_blocks
+    from placement_lint.regions import select_blocks
 
-    from placement_lint.regions import reduce_source
-
-    reduced = None if force else reduce_source(text)
-    if reduced is not None:
+    blocks = None
+    if not force:
         try:
-            module = cst.parse_module(reduced)
+            # each relevant top-level block parsed on its own: positions are then computed only
+            # for the blocks that hold a site, never by code-generating the whole module
+            blocks = [(start, cst.parse_module(src), members) for start, src, members in select_blocks(text)]
         except cst.ParserSyntaxError:
-            reduced = None  # a region split inside a string or bracket: parse the real text
+            blocks = None  # a split inside a string or bracket: parse the real text
     try:
-        if reduced is None:
-            module = cst.parse_module(text)
+        if blocks is None:
+            blocks = [(1, cst.parse_module(text), None)]
     except cst.ParserSyntaxError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "syntax error"
         return {**EMPTY, "parsed": True, "error": {"line": exc.raw_line, "column": exc.raw_column + 1, "message": f"could not parse: {first}"}}
     except (RecursionError, MemoryError) as exc:  # pathological nesting: report, don't crash
         return {**EMPTY, "parsed": True, "error": {"line": 1, "column": 1, "message": f"could not parse: {type(exc).__name__}"}}
-    result = analyze_module(module)
+    result = analyze_blocks(blocks, positions="all" if force else "sites" if mode == "positions" else "none")
     result["suppressions"] = scan(text)
     result["parsed"] = True
-    result["reduced"] = reduced is not None
+    result["mode"] = mode
     result["error"] = None
     return result

@@ -100,33 +100,39 @@ def _matcher(extra: list[str]):
     return re.compile(_TOKENS.pattern + "|" + words)
 
 
-def reduce_source(text: str) -> str | None:
-    """The text with irrelevant regions blanked, or None when nothing could be blanked."""
+def split_lines(text: str) -> list[str]:
     # split on "\n" only: str.splitlines also splits on form feeds and other characters that
     # Python source does not treat as line breaks, which would shift every later line
     lines = text.split("\n")
-    lines = [ln + "\n" for ln in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    return [ln + "\n" for ln in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+
+
+def select_blocks(text: str) -> list[tuple[int, str, list[tuple[int, int]] | None]]:
+    """The top-level blocks that can hold a finding, each as (1-based start line, its text, its
+    kept class members), with the irrelevant methods of a kept class blanked line for line. Every
+    block is a whole top-level statement (with its decorators and leading comments), so it parses
+    on its own. For a class split into members, the members kept are listed in order as
+    (0-based line of the statement's first line, indent): positions can then be computed for one
+    method instead of the whole class."""
+    lines = split_lines(text)
     keep = [True] * len(lines)
-    blanked = False
-
-    def blank(s: int, e: int) -> None:
-        nonlocal blanked
-        for i in range(s, e):
-            keep[i] = False
-        blanked = True
-
     in_string = _string_lines(text)
     top = _blocks(lines, 0, 0, len(lines), in_string)
     chunks = ["".join(lines[s:e]) for s, e in top]
     module_names = [n for c in chunks for n in _carriers(c, attrs=False)]
     module_tokens = _matcher(module_names)
+    kept: list[tuple[int, int]] = []
+    members_of: dict[int, list[tuple[int, int]]] = {}
     for (s, e), chunk in zip(top, chunks):
         first = next((ln.lstrip() for ln in lines[s:e] if ln.strip() and not ln.lstrip().startswith(("#", "@"))), "")
+        if not first:
+            continue  # comments and blank lines only
         is_def = bool(_DEF.match(first))
         if not module_tokens.search(chunk):
-            if is_def or (e - s) > MAX_PLAIN_STATEMENT_LINES:
-                blank(s, e)
+            if not is_def and (e - s) <= MAX_PLAIN_STATEMENT_LINES:
+                kept.append((s, e))  # imports and small module-level statements: name resolution
             continue
+        kept.append((s, e))
         if not first.startswith("class"):
             continue
         header = _header_end(lines, s, e)
@@ -142,16 +148,30 @@ def reduce_source(text: str) -> str | None:
         members = _blocks(lines, indent, body_start, e, in_string)
         texts = ["".join(lines[ms:me]) for ms, me in members]
         member_tokens = _matcher(module_names + [n for t in texts for n in _carriers(t, attrs=True)])
-        kept_any = False
+        kept_members = members_of.setdefault(s, [])
         for (ms, me), member in zip(members, texts):
             mfirst = next((ln.lstrip() for ln in lines[ms:me] if ln.strip() and not ln.lstrip().startswith(("#", "@"))), "")
-            if not _DEF.match(mfirst) or "def __init__" in mfirst or member_tokens.search(member):
-                kept_any = True
-                continue
-            blank(ms, me)
-        if not kept_any:
-            # a class body must not be empty; cannot happen (the token is somewhere) but be safe
-            return None
-    if not blanked:
-        return None
-    return "".join(ln if k else ("\n" if ln.endswith("\n") else "") for ln, k in zip(lines, keep))
+            if _DEF.match(mfirst) and "def __init__" not in mfirst and not member_tokens.search(member):
+                for i in range(ms, me):
+                    keep[i] = False
+            else:
+                first_line = next(i for i in range(ms, me) if lines[i].strip() and not lines[i].lstrip().startswith("#"))
+                kept_members.append((first_line, indent))
+    return [
+        (
+            s + 1,
+            "".join(ln if keep[i] else ("\n" if ln.endswith("\n") else "") for i, ln in zip(range(s, e), lines[s:e])),
+            members_of.get(s),
+        )
+        for s, e in kept
+    ]
+
+
+def reduce_source(text: str) -> str:
+    """The whole text with everything `select_blocks` drops blanked (same lines, same columns)."""
+    lines = split_lines(text)
+    out = ["\n" if ln.endswith("\n") else "" for ln in lines]
+    for start, block, _ in select_blocks(text):
+        for i, ln in enumerate(split_lines(block)):
+            out[start - 1 + i] = ln
+    return "".join(out)

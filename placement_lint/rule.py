@@ -89,7 +89,8 @@ class Rule:
         related: list[Related] | None = None,
         fix: dict[str, Any] | None = None,
     ) -> Finding:
-        line, col, end_line, end_col = site["pos"]
+        # the first pass runs without positions (the engine then positions the files with findings)
+        line, col, end_line, end_col = site["pos"] or (0, 0, 0, 0)
         return Finding(
             code=self.CODE,
             slug=self.SLUG,

@@ -278,8 +278,10 @@ class ToLocalWithoutGradPlacements(Rule):
         return self.finding(ctx, site, message, confidence, related=related, fix=self.fix(site))
 
     @staticmethod
-    def fix(site: dict) -> dict:
+    def fix(site: dict) -> dict | None:
         """Insert the Partial label just before the call's closing parenthesis."""
+        if site.get("pos") is None:
+            return None  # first, position-free pass of the engine
         _, _, end_line, end_col = site["pos"]
         value = "[Partial()]" if site["api"] == "full_tensor" else "(Partial(),)"
         text = ("grad_placements=" if not site.get("nargs") else ", grad_placements=") + value

@@ -200,7 +200,7 @@ class ImplicitLocalConversion(Rule):
             return None
         hook_path, hook_site = leak
         where = f" to `{site['plan_key']}`" if site.get("plan_key") else ""
-        line = hook_site["pos"][0]
+        line = hook_site["pos"][0] if hook_site.get("pos") else 0  # positioned in the engine's last pass
         message = (
             f"ParallelStyle `{site['name']}` applied{where} leaves DTensor in its hook "
             f"(`{hook_site.get('symbol', '')}`, {hook_site['api']}() at {hook_path}:{line}) without grad placements: the "

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from placement_lint.api import BATCH_NAMES
 from placement_lint.findings import Confidence
 from placement_lint.rule import Example, FileContext, Rule
 
@@ -196,9 +197,14 @@ class ManualRankSlice(Rule):
                 confidence = Confidence.LOW
             elif site["op"] in ("index", "index_assign") and site["receiver"] == "unknown":
                 confidence = Confidence.LOW  # `x[rank]` on an unknown value is as often a list or dict
-            elif site["rank_source"] == "data" and site["receiver"] != "param":
-                # a cp/sp/dp rank: slicing activations is the intended per-rank share of the data,
-                # reduced later by the data-parallel reduction over that mesh dim
+            elif site["receiver"] != "param" and (
+                site["rank_source"] == "data"
+                or site.get("receiver_name", "") in BATCH_NAMES
+                or site.get("symbol", "").rsplit(".", 1)[-1].startswith(("test_", "_test_"))
+            ):
+                # data-parallel batch splitting (a cp/sp/dp rank, model inputs or targets, test
+                # code): each rank's share of the data is intended, and the data-parallel
+                # reduction over that mesh dim sums the gradients later
                 confidence = Confidence.LOW
             elif site["receiver"] in ("param", "dtensor"):
                 confidence = Confidence.HIGH

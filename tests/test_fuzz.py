@@ -67,8 +67,34 @@ def test_analyzer_total_and_region_invariant(body, wrappers):
     cst.parse_module(src)  # the generator only makes valid Python
     # a module-level function without tokens next to the class: blanked by region parsing
     padded = src + "\n\ndef unrelated(a):\n    return [a] * 3\n"
-    reduced = file_facts(padded.encode())
-    full = file_facts(padded.encode(), force=True)
+    reduced = file_facts(padded.encode(), "positions")
+    full = file_facts(padded.encode(), "full")
     assert reduced["error"] is None and full["error"] is None
     strip = lambda f: [s for s in f["sites"] if s["kind"] != "style_candidate"]  # noqa: E731
     assert strip(reduced) == strip(full)
+
+
+def test_positions_of_methods_computed_alone_match_the_whole_file():
+    """Positions for a site in a method of a large class are computed on that method alone
+    (dedented, after its leading comments); they must equal the whole-file positions."""
+    src = HEADER + (
+        "class Big(nn.Module):\n"
+        '    """Doc.\n\nwith a column-0 line inside."""\n'
+        "    scale = 2\n\n"
+        "    def unrelated(self, a):\n        return a + 1\n\n"
+        "    # a comment before a decorated method\n"
+        "    @torch.compile\n"
+        "    def forward(self, x, w, mesh, n):\n"
+        "        x = DTensor.from_local(x, mesh, [Replicate()])\n"
+        "        w = distribute_tensor(w, mesh, [Shard(0)])\n"
+        "        h = x.to_local()\n"
+        "        r = dist.get_rank()\n"
+        "        return (h @ w.to_local().t())[r * n:(r + 1) * n]\n\n"
+        "    def other(self, y, n):\n"
+        "        return y[dist.get_rank() * n:]\n"
+    )
+    fast = file_facts(src.encode(), "positions")
+    full = file_facts(src.encode(), "full")
+    key = lambda f: sorted((s["kind"], tuple(s["pos"])) for s in f["sites"] if s["kind"] != "style_candidate")  # noqa: E731
+    assert key(fast) == key(full)
+    assert len(key(fast)) >= 2
