@@ -10,27 +10,31 @@ from placement_lint import api
 
 #: tokens whose presence makes a file a candidate. Every site kind the analyzer emits needs one:
 #: exits (to_local/full_tensor), styles (their names, ParallelStyle), local_map, rank APIs.
-TRIGGER_TOKENS: tuple[bytes, ...] = tuple(
-    t.encode()
-    for t in (
-        *api.EXIT_METHODS,
-        "use_local_output",
-        "use_local_input",
-        "local_map",
-        "LocalMapConfig",
-        "ParallelStyle",
-        *sorted(api.STYLES),
-        *sorted(api.STYLE_ALIASES),
-        "get_rank",
-        "get_local_rank",
-        "get_node_local_rank",
-        "get_coordinate",
-        "rank()",
-        "LOCAL_RANK",
-        "\"RANK\"",
-        "'RANK'",
-    )
+#: tokens of every site kind but rank slices: exits (to_local/full_tensor), styles (their names,
+#: ParallelStyle), local_map
+STRONG_TOKENS: tuple[str, ...] = (
+    *api.EXIT_METHODS,
+    "use_local_output",
+    "use_local_input",
+    "local_map",
+    "LocalMapConfig",
+    "ParallelStyle",
+    *sorted(api.STYLES),
+    *sorted(api.STYLE_ALIASES),
 )
+#: rank APIs: they matter only where something is also sliced (see regions.py)
+RANK_TOKENS: tuple[str, ...] = (
+    "get_rank",
+    "get_local_rank",
+    "get_node_local_rank",
+    "get_coordinate",
+    "rank()",
+    "LOCAL_RANK",
+    "\"RANK\"",
+    "'RANK'",
+)
+#: a file that mentions none of these is never parsed
+TRIGGER_TOKENS: tuple[bytes, ...] = tuple(t.encode() for t in (*STRONG_TOKENS, *RANK_TOKENS))
 
 _PATTERN = re.compile(b"|".join(re.escape(t) for t in TRIGGER_TOKENS))
 

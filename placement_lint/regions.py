@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import re
 
-from placement_lint.prefilter import TRIGGER_TOKENS
+from placement_lint.prefilter import RANK_TOKENS, STRONG_TOKENS
 
-_TOKENS = re.compile("|".join(re.escape(t.decode()) for t in TRIGGER_TOKENS))
+_STRONG = re.compile("|".join(re.escape(t) for t in STRONG_TOKENS))
+_RANK = re.compile("|".join(re.escape(t) for t in RANK_TOKENS))
+#: what a rank-indexed slice needs besides a rank: a slice, an index by a rank name, narrow,
+#: chunk or split. Code that asks for its rank but slices nothing cannot hold a rank slice.
+_SLICING = re.compile(r"\[[^\]]{0,160}?(?::|rank)|narrow\(|chunk\(|split\(")
 _CONTINUATION = re.compile(r"(else|elif|except|finally)\b")
 _DEF = re.compile(r"(async\s+def|def|class)\b")
 #: `NAME = ...token...` / `self.NAME = ...token...`: a name that carries a token's meaning onward
@@ -83,21 +87,44 @@ def _header_end(lines: list[str], s: int, e: int) -> int:
     return -1
 
 
-def _carriers(chunk: str, attrs: bool) -> list[str]:
-    """Names assigned on lines that mention a token: `RANK = int(os.environ["RANK"])`,
-    `self.rank = dist.get_rank()`. Code that reads them is relevant too."""
-    out = []
+def _carriers(chunk: str, attrs: bool) -> tuple[list[str], list[str]]:
+    """Names assigned on lines that mention a token (`h = x.to_local()`,
+    `self.rank = dist.get_rank()`): code that reads them is relevant too. Returned as
+    (names carrying a strong token, names carrying a rank)."""
+    strong: list[str] = []
+    rank: list[str] = []
     for m in _ASSIGNED.finditer(chunk):
-        if _TOKENS.search(m.group(0)) and bool(m.group(1)) == attrs:
-            out.append(("self." if attrs else "") + m.group(2))
-    return out
+        if bool(m.group(1)) != attrs:
+            continue
+        name = ("self." if attrs else "") + m.group(2)
+        if _STRONG.search(m.group(0)):
+            strong.append(name)
+        elif _RANK.search(m.group(0)):
+            rank.append(name)
+    return strong, rank
 
 
-def _matcher(extra: list[str]):
+def _extend(base: re.Pattern, extra: list[str]) -> re.Pattern:
     if not extra:
-        return _TOKENS
-    words = "|".join(re.escape(e) + r"\b" for e in sorted(set(extra)))
-    return re.compile(_TOKENS.pattern + "|" + words)
+        return base
+    return re.compile(base.pattern + "|" + "|".join(re.escape(e) + r"\b" for e in sorted(set(extra))))
+
+
+class _Relevance:
+    """Can a region hold a site? A strong token, or a rank together with slicing syntax."""
+
+    def __init__(self, strong: list[str], rank: list[str]):
+        self.strong = _extend(_STRONG, strong)
+        self.rank = _extend(_RANK, rank)
+
+    def __call__(self, text: str) -> bool:
+        return bool(self.strong.search(text)) or (bool(self.rank.search(text)) and bool(_SLICING.search(text)))
+
+    def extended(self, strong: list[str], rank: list[str]) -> "_Relevance":
+        out = _Relevance([], [])
+        out.strong = _extend(self.strong, strong)
+        out.rank = _extend(self.rank, rank)
+        return out
 
 
 def split_lines(text: str) -> list[str]:
@@ -119,8 +146,8 @@ def select_blocks(text: str) -> list[tuple[int, str, list[tuple[int, int]] | Non
     in_string = _string_lines(text)
     top = _blocks(lines, 0, 0, len(lines), in_string)
     chunks = ["".join(lines[s:e]) for s, e in top]
-    module_names = [n for c in chunks for n in _carriers(c, attrs=False)]
-    module_tokens = _matcher(module_names)
+    carried = [_carriers(c, attrs=False) for c in chunks]
+    relevant = _Relevance([n for sc, _ in carried for n in sc], [n for _, rc in carried for n in rc])
     kept: list[tuple[int, int]] = []
     members_of: dict[int, list[tuple[int, int]]] = {}
     for (s, e), chunk in zip(top, chunks):
@@ -128,7 +155,7 @@ def select_blocks(text: str) -> list[tuple[int, str, list[tuple[int, int]] | Non
         if not first:
             continue  # comments and blank lines only
         is_def = bool(_DEF.match(first))
-        if not module_tokens.search(chunk):
+        if not relevant(chunk):
             if not is_def and (e - s) <= MAX_PLAIN_STATEMENT_LINES:
                 kept.append((s, e))  # imports and small module-level statements: name resolution
             continue
@@ -136,7 +163,7 @@ def select_blocks(text: str) -> list[tuple[int, str, list[tuple[int, int]] | Non
         if not first.startswith("class"):
             continue
         header = _header_end(lines, s, e)
-        if header < 0 or _TOKENS.search("".join(lines[s : header + 1])):
+        if header < 0 or _STRONG.search("".join(lines[s : header + 1])):
             continue  # a class whose header mentions a token (a style): keep it whole
         body_start = header + 1
         indent = next(
@@ -147,11 +174,12 @@ def select_blocks(text: str) -> list[tuple[int, str, list[tuple[int, int]] | Non
             continue
         members = _blocks(lines, indent, body_start, e, in_string)
         texts = ["".join(lines[ms:me]) for ms, me in members]
-        member_tokens = _matcher(module_names + [n for t in texts for n in _carriers(t, attrs=True)])
+        attrs = [_carriers(t, attrs=True) for t in texts]
+        member_relevant = relevant.extended([n for sa, _ in attrs for n in sa], [n for _, ra in attrs for n in ra])
         kept_members = members_of.setdefault(s, [])
         for (ms, me), member in zip(members, texts):
             mfirst = next((ln.lstrip() for ln in lines[ms:me] if ln.strip() and not ln.lstrip().startswith(("#", "@"))), "")
-            if _DEF.match(mfirst) and "def __init__" not in mfirst and not member_tokens.search(member):
+            if _DEF.match(mfirst) and "def __init__" not in mfirst and not member_relevant(member):
                 for i in range(ms, me):
                     keep[i] = False
             else:
