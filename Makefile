@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.10:
-#   make demo   - create .venv, install placement-lint, lint the bundled fixtures
+#   make demo   - create .venv, install placement-lint (with the runtime extra), lint the bundled
+#                 fixtures, then confirm one finding on a real 2-rank gloo mesh
 #   make test   - create .venv, install placement-lint with test and runtime extras, run every test
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,12 +17,16 @@ $(VENV)/.static: pyproject.toml
 	touch $@
 
 $(VENV)/.runtime: $(VENV)/.static
-	$(PY) -m pip install -q '$(TORCH)'
+	$(PY) -m pip install -q '$(TORCH)' numpy
 	touch $@
 
-demo: $(VENV)/.static
+demo: $(VENV)/.runtime
 	@echo '$$ placement-lint fixtures/'
 	@$(VENV)/bin/placement-lint fixtures/; rc=$$?; echo "(exit code $$rc: 1 means findings)"; test $$rc -le 1
+	@echo
+	@echo '$$ placement-lint confirm fixtures/tp_expert_matmul.py --harness fixtures/harnesses/tp_expert_matmul.py:harness --nproc 2 --backend gloo'
+	@$(VENV)/bin/placement-lint confirm fixtures/tp_expert_matmul.py --harness fixtures/harnesses/tp_expert_matmul.py:harness \
+		--nproc 2 --backend gloo; rc=$$?; echo "(exit code $$rc: 1 means a finding was not refuted)"; test $$rc -le 1
 
 test: $(VENV)/.runtime
 	$(PY) -m pytest -q

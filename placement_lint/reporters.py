@@ -87,19 +87,47 @@ def summary_line(report: Report) -> str:
     return f"Found {n} finding{'' if n == 1 else 's'} ({', '.join(parts)})."
 
 
-def short_evidence(evidence: Any, limit: int = 120) -> str:
-    """One line of runtime evidence: a string's first line, or a dict's scalar items."""
+#: evidence keys shown first, in this order, with a label each
+_EVIDENCE_KEYS = (
+    ("mesh_dim", "mesh dim"),
+    ("per_rank_grad_norms", "grad norm per rank"),
+    ("max_rel_diff", "max rel diff"),
+    ("forward_placements", "forward"),
+    ("declared_grad_placements", "grad label"),
+    ("call_count", "calls"),
+    ("module", "module"),
+    ("name", "parameter"),
+    ("torch_version", "torch"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return " / ".join(_fmt(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_fmt(v) for v in value) + ")"
+    return str(value)
+
+
+def short_evidence(evidence: Any, limit: int = 240) -> str:
+    """One line of runtime evidence: what was seen (per-rank norms, the difference, the mesh dim,
+    the placements), most telling first; a string evidence's first line as it is."""
     if evidence is None:
         return ""
     if isinstance(evidence, dict):
         if isinstance(evidence.get("summary"), str):
             text = evidence["summary"]
         else:
-            text = ", ".join(
-                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in evidence.items()
-                if isinstance(v, (str, int, float, bool))
-            )
+            parts = [evidence["detail"]] if isinstance(evidence.get("detail"), str) else []
+            for key, label in _EVIDENCE_KEYS:
+                value = evidence.get(key)
+                if key == "declared_grad_placements" and key in evidence and value is None:
+                    value = "default (the forward placement)"
+                if value not in (None, "", [], {}):
+                    parts.append(f"{label} {_fmt(value)}")
+            text = "; ".join(parts)
     else:
         text = str(evidence)
     text = text.strip().splitlines()[0] if text.strip() else ""

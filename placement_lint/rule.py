@@ -75,6 +75,8 @@ class Rule:
     INVALID: ClassVar[list[Example]] = []
     #: fix applicability: None (no fix), "safe" or "unsafe" (changes semantics if the finding is wrong)
     FIX: ClassVar[str | None] = None
+    #: reported by `placement-lint confirm` only (its examples are runtime harnesses, not snippets)
+    RUNTIME_ONLY: ClassVar[bool] = False
 
     def check(self, ctx: FileContext) -> Iterable[Finding]:  # pragma: no cover - abstract
         raise NotImplementedError

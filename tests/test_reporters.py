@@ -71,7 +71,7 @@ def report() -> Report:
                 related=[Related("src/model.py", 13, "meets the local shard of a Shard DTensor")],
                 runtime={
                     "verdict": "confirmed",
-                    "evidence": {"max_rel_diff": 0.41234, "mesh_dim": 0, "calls": 2, "norms": [1.0, 2.0]},
+                    "evidence": {"max_rel_diff": 0.41234, "mesh_dim": "tp", "call_count": 2, "per_rank_grad_norms": {"0": 1.0, "1": 2.0}},
                 },
                 fix={
                     "applicability": "unsafe",
@@ -111,7 +111,7 @@ def test_text(report):
     assert out.splitlines() == [
         "src/model.py:12:9: DTP101 [high] `.to_local()` without grad_placements",
         "    src/model.py:13: note: meets the local shard of a Shard DTensor",
-        "    runtime: confirmed: max_rel_diff=0.412, mesh_dim=0, calls=2",
+        "    runtime: confirmed: mesh dim tp; grad norm per rank 1 / 2; max rel diff 0.412; calls 2",
         "src/split.py:3:5: DTP201 [medium] slice at a rank-derived position, 50% of rows: a,b",
         "Found 2 findings (1 high, 1 medium).",
     ]
@@ -146,9 +146,15 @@ def test_concise(report):
 def test_short_evidence():
     assert short_evidence("first line\nsecond") == "first line"
     assert short_evidence({"summary": "norms differ", "x": 1}) == "norms differ"
-    assert short_evidence({"a": 1.23456, "b": "x", "c": [1]}) == "a=1.23, b=x"
+    ev = {"detail": "gradient differs across ranks", "mesh_dim": "tp", "max_rel_diff": 0.898526,
+          "per_rank_grad_norms": {"0": 9.17927, "1": 6.0794}, "forward_placements": ["Replicate()"],
+          "declared_grad_placements": None, "torch_version": "2.13.0", "unlisted": 1}
+    assert short_evidence(ev) == (
+        "gradient differs across ranks; mesh dim tp; grad norm per rank 9.18 / 6.08; max rel diff 0.899; "
+        "forward (Replicate()); grad label default (the forward placement); torch 2.13.0"
+    )
     assert short_evidence(None) == ""
-    assert len(short_evidence("y" * 500)) == 120
+    assert len(short_evidence("y" * 500)) == 240
 
 
 def test_errors_and_statistics(report):

@@ -28,12 +28,14 @@ from typing import Any
 from placement_lint.findings import Confidence, Finding, Related, Report
 from placement_lint.runtime.verdicts import SEVERITY
 
-RUNTIME_RULES = {
-    "DTP901": "diverging-replicated-gradient",
-    "DTP902": "double-counted-gradient",
-    "DTP903": "unflagged-local-conversion",
-    "DTP904": "reference-gradient-mismatch",
-}
+def _runtime_rules() -> dict[str, str]:
+    from placement_lint.rule import all_rules
+
+    return {r.CODE: r.SLUG for r in all_rules() if r.RUNTIME_ONLY}
+
+
+#: code -> slug of the runtime-only rules (rules/dtp90*.py)
+RUNTIME_RULES = _runtime_rules()
 BAD = ("confirmed", "mixed", "double-count")
 EXIT_APIS = ("to_local", "full_tensor")
 
