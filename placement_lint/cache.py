@@ -41,11 +41,11 @@ class FactsCache:
         self.salt = f"{__version__}:{FACTS_VERSION}:{code_fingerprint()}:".encode()
         self._ok = True
 
-    def key(self, data: bytes, mode: str) -> str:
-        return hashlib.blake2b(self.salt + mode.encode() + b"|" + data, digest_size=20).hexdigest()
+    def key(self, digest: str, mode: str) -> str:
+        return hashlib.blake2b(self.salt + mode.encode() + b"|" + digest.encode(), digest_size=20).hexdigest()
 
-    def get(self, data: bytes, mode: str) -> dict[str, Any] | None:
-        path = self.dir / (self.key(data, mode) + ".json")
+    def get(self, digest: str, mode: str) -> dict[str, Any] | None:
+        path = self.dir / (self.key(digest, mode) + ".json")
         try:
             with open(path, "rb") as fh:
                 facts = json.loads(fh.read())
@@ -56,7 +56,7 @@ class FactsCache:
             return None
         return facts
 
-    def put(self, data: bytes, mode: str, facts: dict[str, Any]) -> None:
+    def put(self, digest: str, mode: str, facts: dict[str, Any]) -> None:
         if not self._ok:
             return
         try:
@@ -67,6 +67,51 @@ class FactsCache:
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
             with os.fdopen(fd, "w") as fh:
                 json.dump(facts, fh, separators=(",", ":"))
-            os.replace(tmp, self.dir / (self.key(data, mode) + ".json"))
+            os.replace(tmp, self.dir / (self.key(digest, mode) + ".json"))
         except OSError:
             self._ok = False  # read-only checkout: run uncached rather than fail
+
+
+def digest(data: bytes) -> str:
+    """Content hash of a file: the cache key's part that names the file's bytes."""
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+class Manifest:
+    """What the last run learnt per path, keyed by (mtime_ns, size): the content digest of a
+    candidate file, or "" for a file the prefilter skipped. A warm run then neither reads nor
+    scans unchanged files. Also the phase-two scan (files naming a leaky project style), valid
+    while no file changed and the leaky names are the same."""
+
+    def __init__(self, directory: Path, salt: bytes):
+        self.path = Path(directory) / f"manifest-{hashlib.blake2b(salt, digest_size=6).hexdigest()}.json"
+        try:
+            with open(self.path, "rb") as fh:
+                data = json.loads(fh.read())
+            self.files: dict[str, list] = data["files"] if isinstance(data.get("files"), dict) else {}
+            self.late: dict[str, Any] = data.get("late") or {}
+        except (OSError, ValueError, AttributeError, TypeError):
+            self.files, self.late = {}, {}
+        self.changed = False
+
+    def lookup(self, path: str, st: os.stat_result) -> str | None:
+        entry = self.files.get(path)
+        if isinstance(entry, list) and len(entry) == 3 and entry[0] == st.st_mtime_ns and entry[1] == st.st_size:
+            return entry[2]
+        return None
+
+    def record(self, path: str, st: os.stat_result, file_digest: str) -> None:
+        self.files[path] = [st.st_mtime_ns, st.st_size, file_digest]
+        self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"files": self.files, "late": self.late}, fh, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # read-only checkout: the next run is cold again, not wrong

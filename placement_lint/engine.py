@@ -31,30 +31,50 @@ def compute_facts(items: Sequence[tuple[str, bytes, str]]) -> list[dict[str, Any
     return [file_facts(data, mode) for _, data, mode in items]
 
 
+class Source:
+    """A file's bytes, read only when needed (a warm run knows unchanged files by their stat)."""
+
+    __slots__ = ("path", "data", "digest")
+
+    def __init__(self, path: Path, data: bytes | None = None, digest: str = ""):
+        self.path, self.data, self.digest = path, data, digest
+
+    def bytes(self) -> bytes:
+        if self.data is None:
+            self.data = read_bytes(self.path)
+        return self.data
+
+
 class FactStore:
     """Facts per file, through the content-hash cache and, for many files, a process pool."""
 
     def __init__(self, use_cache: bool, cache_dir: Path | None, jobs: int | None):
-        from placement_lint.cache import FactsCache
+        from placement_lint.cache import FactsCache, Manifest
 
         self.cache = FactsCache(cache_dir) if use_cache and cache_dir is not None else None
+        self.manifest = Manifest(cache_dir, self.cache.salt) if self.cache is not None else None
         self.jobs = jobs
 
-    def facts_for(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
+    def facts_for(self, items: list[tuple[str, Source, str]]) -> list[dict[str, Any]]:
+        from placement_lint.cache import digest
+
         results: list[dict[str, Any] | None] = [None] * len(items)
         todo: list[int] = []
-        for i, (_, data, mode) in enumerate(items):
-            hit = self.cache.get(data, mode) if self.cache is not None else None
+        for i, (_, src, mode) in enumerate(items):
+            hit = None
+            if self.cache is not None:
+                src.digest = src.digest or digest(src.bytes())
+                hit = self.cache.get(src.digest, mode)
             if hit is not None:
                 results[i] = hit
             else:
                 todo.append(i)
         if todo:
-            computed = self._compute([items[i] for i in todo])
+            computed = self._compute([(items[i][0], items[i][1].bytes(), items[i][2]) for i in todo])
             for i, facts in zip(todo, computed):
                 results[i] = facts
                 if self.cache is not None:
-                    self.cache.put(items[i][1], items[i][2], facts)
+                    self.cache.put(items[i][1].digest, items[i][2], facts)
         return results  # type: ignore[return-value]
 
     def _compute(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
@@ -84,28 +104,40 @@ def lint(
 
     errors: list[dict[str, Any]] = []
     facts: dict[str, dict[str, Any]] = {}
-    skipped: list[tuple[str, bytes]] = []
-    candidates: list[tuple[str, bytes, str]] = []
+    sources: dict[str, Source] = {}
+    candidates: list[str] = []
+    manifest = store.manifest
+    unchanged = True
     for path in files:
         shown = display_path(path, cwd)
         try:
-            data = read_bytes(path)
+            st = os.stat(path)
+            known = manifest.lookup(shown, st) if manifest is not None else None
+            if known is not None:
+                src = Source(path, digest=known)  # unchanged since the last run: not even read
+                is_candidate = known != ""
+            else:
+                unchanged = False
+                src = Source(path, read_bytes(path))
+                is_candidate = prefilter.might_match(src.data)
+                if manifest is not None:
+                    from placement_lint.cache import digest
+
+                    src.digest = digest(src.data) if is_candidate else ""
+                    manifest.record(shown, st, src.digest)
         except OSError as exc:
             errors.append({"path": shown, "message": f"cannot read file: {exc.strerror or exc}"})
             continue
-        if prefilter.might_match(data):
-            candidates.append((shown, data, ""))
-        else:
-            skipped.append((shown, data))
-    data_of = {shown: data for shown, data, _ in candidates}
-    data_of.update(skipped)
+        sources[shown] = src
+        if is_candidate:
+            candidates.append(shown)
 
     def analyse(paths: Iterable[str], mode: str) -> None:
-        items = [(p, data_of[p], mode) for p in paths]
+        items = [(p, sources[p], mode) for p in paths]
         for (p, _, _), f in zip(items, store.facts_for(items)):
             facts[p] = f
 
-    analyse([p for p, _, _ in candidates], "")
+    analyse(candidates, "")
 
     from placement_lint.index import ProjectIndex
 
@@ -115,12 +147,22 @@ def lint(
     # Now that the index knows the leaky style names, analyse the files that name them in full.
     names = sorted(index.leaky_style_names())
     if names:
-        tokens = [n.encode() for n in names]
-        late = [p for p, data in data_of.items() if facts.get(p, {}).get("mode") != "full" and any(t in data for t in tokens)]
+        recorded = manifest.late if manifest is not None else {}
+        if unchanged and recorded.get("names") == names:
+            late = [p for p in recorded.get("paths", ()) if p in sources]
+        else:
+            tokens = [n.encode() for n in names]
+            late = [p for p, src in sources.items() if any(t in src.bytes() for t in tokens)]
+            if manifest is not None:
+                manifest.late = {"names": names, "paths": late}
+                manifest.changed = True
+        late = [p for p in late if facts.get(p, {}).get("mode") != "full"]
         if late:
             analyse(late, "full")
             index = ProjectIndex(facts)
     index.count_style_uses()
+    if manifest is not None:
+        manifest.save()
 
     # Phase three: positions, only for the files that have findings (and the files holding the
     # hooks those findings point to); then the rules run again on positioned facts.

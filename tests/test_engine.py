@@ -231,3 +231,26 @@ def test_project_style_resolved_through_an_absolute_import_of_a_package_reexport
     res = run(["--no-cache", "--format", "json", "."], tmp_path)
     found = [(f["path"], f["line"], f["code"], f["confidence"]) for f in json.loads(res.output)["findings"]]
     assert found == [("pkg/models/moe/parallelize.py", 7, "DTP102", "medium")]
+
+
+def test_warm_run_reads_no_unchanged_file_and_sees_an_edit(tmp_path, monkeypatch):
+    import os
+
+    import placement_lint.engine as engine
+
+    write(tmp_path, {"m.py": BUG, "plain.py": "x = 1\n"})
+    cache = str(tmp_path / "c")
+    first = run(["--format", "json", "--cache-dir", cache, "."], tmp_path)
+    reads = []
+    real = engine.read_bytes
+    monkeypatch.setattr(engine, "read_bytes", lambda p: reads.append(p) or real(p))
+    second = run(["--format", "json", "--cache-dir", cache, "."], tmp_path)
+    assert reads == []  # neither the candidate nor the skipped file was read again
+    strip = lambda out: json.loads(out)["findings"]  # noqa: E731
+    assert strip(first.output) == strip(second.output) and strip(first.output)
+    # an edit changes mtime/size: that file is read and re-analysed, the finding goes away
+    (tmp_path / "m.py").write_text(BUG.replace("h = x.to_local()", "h = x.to_local(grad_placements=(Partial(),))"))
+    os.utime(tmp_path / "m.py", ns=(1, 1))
+    third = run(["--format", "json", "--cache-dir", cache, "."], tmp_path)
+    assert [os.path.basename(p) for p in reads] == ["m.py"]
+    assert strip(third.output) == []
