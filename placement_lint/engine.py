@@ -12,11 +12,13 @@ from placement_lint.findings import Confidence, Finding, Report
 
 
 def display_path(path: Path, cwd: Path) -> str:
-    """Relative to the working directory when under it (DESIGN.md contract), with / separators."""
-    try:
-        return path.resolve().relative_to(cwd).as_posix()
-    except ValueError:
-        return path.resolve().as_posix()
+    """Relative to the working directory when under it (DESIGN.md contract), with / separators.
+    Textual (abspath, not realpath): one syscall-free string operation per file."""
+    full = os.path.abspath(path)
+    base = str(cwd)
+    if full.startswith(base.rstrip(os.sep) + os.sep):
+        full = full[len(base.rstrip(os.sep)) + 1 :]
+    return full.replace(os.sep, "/")
 
 
 def read_bytes(path: Path) -> bytes:

@@ -51,8 +51,8 @@ class ProjectIndex:
     # -- name resolution -----------------------------------------------------------------------
     def resolve(self, ref: str, from_path: str) -> str | None:
         """Fully qualified name of the project class that `ref` (as imported in from_path) names."""
-        if not ref:
-            return None
+        if not ref or ref.rsplit(".", 1)[-1] not in self.by_name:
+            return None  # no project class of that name: the common case, decided in O(1)
         if ref.startswith("."):
             level = len(ref) - len(ref.lstrip("."))
             mod = self.modules.get(from_path) or module_name(from_path)
