@@ -66,9 +66,9 @@ def _blocks(lines: list[str], indent: int, start: int, end: int, skip: set[int] 
         col = len(line) - len(stripped)
         if col != indent or stripped[0] in ")]}" or _CONTINUATION.match(stripped):
             continue
-        if pending_decorator and _DEF.match(stripped):
-            pending_decorator = False
-            continue  # the def belongs to its decorators' block
+        if pending_decorator and (_DEF.match(stripped) or stripped.startswith("@")):
+            pending_decorator = stripped.startswith("@")
+            continue  # stacked decorators and the def belong to the first decorator's block
         pending_decorator = stripped.startswith("@")
         starts.append(i)
     if not starts:
@@ -160,31 +160,10 @@ def select_blocks(text: str) -> list[tuple[int, str, list[tuple[int, int]] | Non
                 kept.append((s, e))  # imports and small module-level statements: name resolution
             continue
         kept.append((s, e))
-        if not first.startswith("class"):
-            continue
-        header = _header_end(lines, s, e)
-        if header < 0 or _STRONG.search("".join(lines[s : header + 1])):
-            continue  # a class whose header mentions a token (a style): keep it whole
-        body_start = header + 1
-        indent = next(
-            (len(ln) - len(ln.lstrip(" \t")) for ln in lines[body_start:e] if ln.strip() and not ln.lstrip().startswith("#")),
-            None,
-        )
-        if not indent:
-            continue
-        members = _blocks(lines, indent, body_start, e, in_string)
-        texts = ["".join(lines[ms:me]) for ms, me in members]
-        attrs = [_carriers(t, attrs=True) for t in texts]
-        member_relevant = relevant.extended([n for sa, _ in attrs for n in sa], [n for _, ra in attrs for n in ra])
-        kept_members = members_of.setdefault(s, [])
-        for (ms, me), member in zip(members, texts):
-            mfirst = next((ln.lstrip() for ln in lines[ms:me] if ln.strip() and not ln.lstrip().startswith(("#", "@"))), "")
-            if _DEF.match(mfirst) and "def __init__" not in mfirst and not member_relevant(member):
-                for i in range(ms, me):
-                    keep[i] = False
-            else:
-                first_line = next(i for i in range(ms, me) if lines[i].strip() and not lines[i].lstrip().startswith("#"))
-                kept_members.append((first_line, indent))
+        if first.startswith("class"):
+            members = _prune_class(lines, s, e, relevant, keep, in_string)
+            if members is not None:
+                members_of[s] = members
     return [
         (
             s + 1,
@@ -193,6 +172,40 @@ def select_blocks(text: str) -> list[tuple[int, str, list[tuple[int, int]] | Non
         )
         for s, e in kept
     ]
+
+
+def _prune_class(
+    lines: list[str], s: int, e: int, relevant: _Relevance, keep: list[bool], in_string: set[int]
+) -> list[tuple[int, int]] | None:
+    """Blank the methods of the class at lines [s, e) that cannot hold a site; nested classes are
+    pruned the same way. Returns the kept members as (0-based first line, indent), or None when
+    the class is kept whole (its header mentions a token, e.g. a ParallelStyle subclass)."""
+    header = _header_end(lines, s, e)
+    if header < 0 or _STRONG.search("".join(lines[s : header + 1])):
+        return None
+    body_start = header + 1
+    indent = next(
+        (len(ln) - len(ln.lstrip(" \t")) for ln in lines[body_start:e] if ln.strip() and not ln.lstrip().startswith("#")),
+        None,
+    )
+    if not indent:
+        return None
+    members = _blocks(lines, indent, body_start, e, in_string)
+    texts = ["".join(lines[ms:me]) for ms, me in members]
+    attrs = [_carriers(t, attrs=True) for t in texts]
+    member_relevant = relevant.extended([n for sa, _ in attrs for n in sa], [n for _, ra in attrs for n in ra])
+    kept: list[tuple[int, int]] = []
+    for (ms, me), member in zip(members, texts):
+        mfirst = next((ln.lstrip() for ln in lines[ms:me] if ln.strip() and not ln.lstrip().startswith(("#", "@"))), "")
+        if _DEF.match(mfirst) and "def __init__" not in mfirst and not member_relevant(member):
+            for i in range(ms, me):
+                keep[i] = False
+            continue
+        if mfirst.startswith("class"):
+            _prune_class(lines, ms, me, member_relevant, keep, in_string)  # a nested class (a test base)
+        first_line = next(i for i in range(ms, me) if lines[i].strip() and not lines[i].lstrip().startswith("#"))
+        kept.append((first_line, indent))
+    return kept
 
 
 def reduce_source(text: str) -> str:
