@@ -93,6 +93,8 @@ def _carriers(chunk: str, attrs: bool) -> tuple[list[str], list[str]]:
     (names carrying a strong token, names carrying a rank)."""
     strong: list[str] = []
     rank: list[str] = []
+    if not (_STRONG.search(chunk) or _RANK.search(chunk)):
+        return strong, rank  # no token, so no line carries one: skip the per-line scan
     for m in _ASSIGNED.finditer(chunk):
         if bool(m.group(1)) != attrs:
             continue
