@@ -138,6 +138,23 @@ def cli() -> None:
     """
 
 
+def emit(report, fmt: str, out: str, output_file: Path | None, color: bool = False) -> None:
+    """Write the rendered report (to the file, else stdout) and the report's errors to stderr.
+    Shared by `check` and `confirm`."""
+    from placement_lint import reporters
+
+    if output_file is not None:
+        try:
+            output_file.write_text(out, encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"{output_file}: cannot write: {e.strerror or e}") from None
+    elif out:
+        click.echo(out, nl=False, color=color)  # else click strips the codes FORCE_COLOR asked for
+    errors = reporters.render_errors(report, fmt)
+    if errors:
+        click.echo(errors, err=True, nl=False)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True, help="Output format.")
@@ -204,17 +221,7 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
     else:
         # --quiet drops the summary: what is left of the text format is the concise one
         out = reporters.render(report, "concise" if quiet and fmt == "text" else fmt, show_fixes=show_fixes, color=color)
-    if output_file is not None:
-        try:
-            output_file.write_text(out, encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"{output_file}: cannot write: {e.strerror or e}") from None
-    elif out:
-        click.echo(out, nl=False, color=color)  # else click strips the codes FORCE_COLOR asked for
-
-    errors = reporters.render_errors(report, fmt)
-    if errors:
-        click.echo(errors, err=True, nl=False)
+    emit(report, fmt, out, output_file, color)
     if report.files_seen == 0 and not report.errors and not quiet:
         click.echo(f"{PROG}: warning: no Python files found under {', '.join(paths) or '.'}", err=True)
     if report.errors:

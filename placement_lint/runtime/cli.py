@@ -145,17 +145,9 @@ def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fm
             fixed = launch(dict(base_spec, force=force, force_slices=slices), dict_opts(opts, keep_dir, "verify"))
             _annotate_fix(report, results, fixed["results"], force, slices)
 
-    out = reporters.render(report, fmt)
-    if output_file is not None:
-        try:
-            output_file.write_text(out, encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"{output_file}: cannot write: {e.strerror or e}") from None
-    elif out:
-        click.echo(out, nl=False)
-    errors = reporters.render_errors(report, fmt)
-    if errors:
-        click.echo(errors, err=True, nl=False)
+    from placement_lint.cli import emit
+
+    emit(report, fmt, reporters.render(report, fmt), output_file)
     return merge.exit_code(report)
 
 
