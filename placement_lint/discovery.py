@@ -5,7 +5,9 @@ carries the file type), excluded directories are pruned before they are entered,
 directories and `*.py`/`*.pyi` names are ever matched against patterns.
 
 Patterns (`exclude`, `extend-exclude`, `.gitignore`, `.git/info/exclude`) use gitignore syntax.
-They are compiled here rather than matched through `pathspec.PathSpec`: pathspec matches one
+They are compiled here rather than matched through `pathspec.PathSpec` (tried: its GitIgnoreSpec
+disagrees with git on `a/**` matching `a/`, `b/**/` matching the file `b/c` and on unterminated
+brackets; tests/test_discovery.py cross-checks this matcher against `git ls-files`): pathspec matches one
 pattern at a time in Python (too slow for a 300-line `.gitignore` over thousands of paths), and
 its regexes also match a path through any matching ancestor, with semantics that changed between
 pathspec 0.12 and 1.x.  Because ancestors are pruned during the walk, each path here only needs
