@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +63,8 @@ class FactsCache:
             gitignore = self.dir / ".gitignore"
             if not gitignore.exists():
                 gitignore.write_text("*\n")
+            import tempfile  # only when writing: a run that hits the cache never needs it
+
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
             with os.fdopen(fd, "w") as fh:
                 json.dump(facts, fh, separators=(",", ":"))
@@ -108,6 +109,8 @@ class Manifest:
         if not self.changed:
             return
         try:
+            import tempfile
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
             with os.fdopen(fd, "w") as fh:

@@ -50,12 +50,26 @@ class Source:
 class FactStore:
     """Facts per file, through the content-hash cache and, for many files, a process pool."""
 
-    def __init__(self, use_cache: bool, cache_dir: Path | None, jobs: int | None):
-        from placement_lint.cache import FactsCache, Manifest
+    def __init__(self, use_cache: bool, cache_dir: Path | None, jobs: int | None, manifest: bool):
+        self.enabled = use_cache and cache_dir is not None
+        self.cache_dir = cache_dir
+        self._cache = None
+        self.manifest = None
+        if self.enabled and manifest:
+            from placement_lint.cache import Manifest
 
-        self.cache = FactsCache(cache_dir) if use_cache and cache_dir is not None else None
-        self.manifest = Manifest(cache_dir, self.cache.salt) if self.cache is not None else None
+            self.manifest = Manifest(cache_dir, self.cache.salt)
         self.jobs = jobs
+
+    @property
+    def cache(self):
+        """The facts cache, created on first use: a run over files without trigger tokens (a
+        pre-commit hook's usual case) never imports or hashes anything."""
+        if self._cache is None and self.enabled:
+            from placement_lint.cache import FactsCache
+
+            self._cache = FactsCache(self.cache_dir)
+        return self._cache
 
     def facts_for(self, items: list[tuple[str, Source, str]]) -> list[dict[str, Any]]:
         from placement_lint.cache import digest
@@ -85,6 +99,10 @@ class FactStore:
         return map_chunked(compute_facts, items, jobs=self.jobs)
 
 
+#: below this many files a run reads them rather than loading the stat manifest
+MANIFEST_MIN_FILES = 20
+
+
 def lint(
     paths: Sequence[str | Path],
     config,
@@ -102,7 +120,8 @@ def lint(
     files = discover(paths, config)
     if cache_dir is None and use_cache:
         cache_dir = Path(getattr(config, "root", cwd)) / ".placement_lint_cache"
-    store = FactStore(use_cache, cache_dir, jobs)
+    # the stat manifest pays off on trees; for the few files a pre-commit hook passes, reading them is cheaper
+    store = FactStore(use_cache, cache_dir, jobs, manifest=len(files) > MANIFEST_MIN_FILES)
 
     errors: list[dict[str, Any]] = []
     facts: dict[str, dict[str, Any]] = {}
@@ -168,7 +187,7 @@ def lint(
 
     # Phase three: positions, only for the files that have findings (and the files holding the
     # hooks those findings point to); then the rules run again on positioned facts.
-    first = list(run_rules(index, config, suppress=False))
+    first = list(run_rules(index, config, suppress=False)) if facts else []
     need = {f.path for f in first} | {path for fqn in index.leaky_styles() for path in [index.classes[fqn][0]]}
     need = {p for p in need if facts[p].get("mode") == ""}
     if need:
@@ -176,7 +195,7 @@ def lint(
         index = ProjectIndex(facts)
         index.count_style_uses()
 
-    findings = list(run_rules(index, config))
+    findings = list(run_rules(index, config)) if facts else []
     findings.sort(key=Finding.sort_key)
     return Report(
         findings=findings,

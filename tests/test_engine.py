@@ -238,7 +238,8 @@ def test_warm_run_reads_no_unchanged_file_and_sees_an_edit(tmp_path, monkeypatch
 
     import placement_lint.engine as engine
 
-    write(tmp_path, {"m.py": BUG, "plain.py": "x = 1\n"})
+    # enough files for the engine to use its stat manifest (a handful are simply read)
+    write(tmp_path, {"m.py": BUG, **{f"plain{i}.py": "x = 1\n" for i in range(engine.MANIFEST_MIN_FILES + 1)}})
     cache = str(tmp_path / "c")
     first = run(["--format", "json", "--cache-dir", cache, "."], tmp_path)
     reads = []
