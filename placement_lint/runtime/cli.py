@@ -107,7 +107,9 @@ def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fm
                              f"would see rank 0); use --backend gloo or nccl. Rank queries:\n  {shown}")
         from placement_lint.runtime.sim import unsupported_reason
 
-        raise UsageError(f"--backend sim: {unsupported_reason()}")
+        why = unsupported_reason()
+        if why:
+            raise UsageError(f"--backend sim: {why}")
 
     opts = LaunchOptions(nproc=nproc, backend=backend, timeout=timeout, nnodes=nnodes, node_rank=node_rank,
                          rdzv_endpoint=rdzv_endpoint, master_addr=master_addr, master_port=master_port,
@@ -118,7 +120,7 @@ def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fm
     ref_files: dict[str, str] = {}
     if reference or verify_fix:
         ref_files = {h: os.path.join(work, f"reference{i}.pt") for i, h in enumerate(harnesses)}
-        ref_opts = LaunchOptions(nproc=1, backend="gloo" if backend == "sim" else backend, timeout=timeout,
+        ref_opts = LaunchOptions(nproc=1, backend=backend, timeout=timeout,
                                  keep_dir=os.path.join(work, "reference") if keep_dir else None)
         _progress(f"reference: one-rank run of {len(harnesses)} harness(es)")
         launch(dict(base_spec, mode="reference", reference_out=ref_files), ref_opts)

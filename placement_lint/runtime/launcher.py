@@ -239,6 +239,8 @@ def launch(spec: dict, opts: LaunchOptions) -> dict:
         raise LaunchError(_failure_message(spec, rc, log_path, opts))
     with open(spec["result"]) as fh:
         result = json.load(fh)
+    if result.get("refused"):  # --backend sim: the code asked for its rank at run time
+        raise UsageError(result["refused"])
     result["launch_seconds"] = round(seconds, 3)
     result["log"] = log_path
     return result

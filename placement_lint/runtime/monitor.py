@@ -52,6 +52,10 @@ _ORIG = {
 }
 
 _active: "PlacementMonitor | None" = None
+# --backend sim (sim.py) installs its adapter here while it runs: every "local" tensor is then a
+# LocalTensor holding one tensor per simulated rank, and the few places below that turn tensors
+# into numbers do it per simulated rank. None (the default) leaves every code path as it was.
+_SIM: Any = None
 _tls = threading.local()  # .busy: inside one of our wrappers (suppresses nested records)
 
 
@@ -113,12 +117,19 @@ def _sample_index(n: int, device: torch.device) -> torch.Tensor:
     return idx
 
 
-@torch.no_grad()
 def fingerprint(t: torch.Tensor) -> torch.Tensor:
     """A FP_LEN float64 vector on t's device: norm, l1, sum, absmax, checksum, sampled values.
 
-    No host sync, no collective: safe inside a backward hook.
+    No host sync, no collective: safe inside a backward hook. Under --backend sim, one vector per
+    simulated rank (a LocalTensor of them).
     """
+    if _SIM is not None:
+        return _SIM.fingerprint(t, _fingerprint)
+    return _fingerprint(t)
+
+
+@torch.no_grad()
+def _fingerprint(t: torch.Tensor) -> torch.Tensor:
     flat = t.detach().reshape(-1)
     n = flat.numel()
     dev = flat.device
@@ -426,11 +437,13 @@ class PlacementMonitor:
         if hit is not None and hit[0] is mesh:
             return hit[1]
         coord = mesh.get_coordinate()
+        if _SIM is not None:
+            coord = _SIM.coord(coord)  # one coordinate per simulated rank
         info = {
             "shape": list(mesh.mesh.shape),
             "dim_names": list(mesh.mesh_dim_names) if getattr(mesh, "mesh_dim_names", None) else None,
             "layout": mesh.mesh.tolist(),
-            "coord": [int(c) for c in coord] if coord is not None else None,
+            "coord": [int(c) for c in coord] if coord is not None and _SIM is None else coord,
         }
         self._mesh_cache[id(mesh)] = (mesh, info)
         return info
@@ -668,7 +681,7 @@ class PlacementMonitor:
                         fps.append(entry[key].to("cpu"))
                 params[name] = entry
         if fps:
-            host = torch.stack(fps).tolist()
+            host = _SIM.host_rows(fps) if _SIM is not None else torch.stack(fps).tolist()
             for (holder, key), vals in zip(slots, host):
                 holder[key] = vals
         sites = []
@@ -745,6 +758,12 @@ def param_location(model: torch.nn.Module, name: str) -> dict:
 def _ref_rel_diff(full: torch.Tensor, ref: torch.Tensor | None) -> float | None:
     if ref is None:
         return None
+    if _SIM is not None:
+        return _SIM.per_rank(full, lambda x: _ref_rel_diff_plain(x, ref))
+    return _ref_rel_diff_plain(full, ref)
+
+
+def _ref_rel_diff_plain(full: torch.Tensor, ref: torch.Tensor) -> float:
     a = full.detach().to("cpu", torch.float64)
     b = ref.detach().to("cpu", torch.float64)
     if a.shape != b.shape:
