@@ -465,6 +465,7 @@ def _run_reference(spec: dict, progress, current) -> list:
 
     from placement_lint.runtime import _compat
     from placement_lint.runtime.harness import HarnessContext, load_harness
+    from placement_lint.runtime.worker import reference_run
 
     progress("init_process_group (gloo, one rank)")
     dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
@@ -476,19 +477,7 @@ def _run_reference(spec: dict, progress, current) -> list:
             ctx = HarnessContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"),
                                  backend="gloo", reference=True)
             progress(f"{h}: reference run")
-            with _compat.eager_compiled_regions():
-                model = fn(ctx)
-            grads = {}
-            if isinstance(model, torch.nn.Module):
-                for name, p in model.named_parameters():
-                    g = p.grad
-                    if g is None:
-                        continue
-                    g = g.full_tensor() if isinstance(g, _compat.DTensor) else g
-                    grads[name] = g.detach().to("cpu")
-            if getattr(fn, "supports_reference", True):
-                torch.save(grads, spec["reference_out"][h])
-            results.append({"harness": h, "params": len(grads)})
+            results.append({"harness": h, "params": reference_run(fn, ctx, spec["reference_out"][h])})
     finally:
         dist.destroy_process_group()
     return results

@@ -67,6 +67,27 @@ def _watchdog(seconds: float, progress: _Progress) -> None:
     t.start()
 
 
+def reference_run(fn, ctx, out_path: str) -> int:
+    """Run a harness as the one-rank reference and save its parameter gradients (full tensors,
+    on the CPU) for `--reference`; returns how many parameters had a gradient."""
+    import torch
+
+    from placement_lint.runtime import _compat
+
+    with _compat.eager_compiled_regions():
+        model = fn(ctx)
+    grads = {}
+    if isinstance(model, torch.nn.Module):
+        for name, p in model.named_parameters():
+            g = p.grad
+            if g is None:
+                continue
+            g = g.full_tensor() if isinstance(g, _compat.DTensor) else g
+            grads[name] = g.detach().to("cpu")
+    if getattr(fn, "supports_reference", True):
+        torch.save(grads, out_path)
+    return len(grads)
+
 def run(spec: dict) -> int:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -140,19 +161,7 @@ def run(spec: dict) -> int:
                     results.append(res)
             elif mode == "reference":
                 progress(f"{h}: reference run")
-                with _compat.eager_compiled_regions():
-                    model = fn(ctx)
-                grads = {}
-                if isinstance(model, torch.nn.Module):
-                    for name, p in model.named_parameters():
-                        g = p.grad
-                        if g is None:
-                            continue
-                        g = g.full_tensor() if isinstance(g, _compat.DTensor) else g
-                        grads[name] = g.detach().to("cpu")
-                if getattr(fn, "supports_reference", True):
-                    torch.save(grads, spec["reference_out"][h])
-                results.append({"harness": h, "params": len(grads)})
+                results.append({"harness": h, "params": reference_run(fn, ctx, spec["reference_out"][h])})
             else:  # "plain": the harness without the monitor (benchmark baseline)
                 model = fn(ctx)
                 if device.type == "cuda":
