@@ -136,6 +136,7 @@ def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fm
         for w in res.get("warnings", []):
             click.echo(f"placement-lint: warning: {res.get('harness')}: {w}", err=True)
     merge.merge(report, results, cwd, reference=bool(ref_files))
+    _warn_if_nothing_matched(report, results)
 
     if verify_fix:
         force, slices = merge.verify_targets(results, report)
@@ -157,6 +158,19 @@ def dict_opts(opts, keep_dir, sub):
     import dataclasses
 
     return dataclasses.replace(opts, keep_dir=os.path.join(keep_dir, sub) if keep_dir else None)
+
+
+def _warn_if_nothing_matched(report, results) -> None:
+    """Findings are matched to runtime sites by file path: analysing one copy of a package while
+    the ranks import another makes every finding `not-reached`. Say so rather than stay silent."""
+    static = [f for f in report.findings if f.runtime and f.code < "DTP900"]
+    seen = sum(len(r.get("sites", ())) for r in results if isinstance(r, dict))
+    if static and seen and all(f.runtime["verdict"] == "not-reached" for f in static):
+        _progress(
+            f"warning: none of the {len(static)} static finding(s) matched any of the {seen} site(s) the "
+            "monitor saw; findings are matched by file path, so check that PATHS are the very files the "
+            "ranks import (e.g. put the analysed tree first on PYTHONPATH)"
+        )
 
 
 def _progress(text: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -191,8 +192,13 @@ def launch(spec: dict, opts: LaunchOptions) -> dict:
         "progress": os.path.join(tmp, "progress"),
     })
     spec.setdefault("cwd", os.getcwd())
-    os.makedirs(spec["errors"], exist_ok=True)
-    os.makedirs(spec["progress"], exist_ok=True)
+    for folder in (spec["errors"], spec["progress"]):
+        # a reused --keep-dir must not report the previous launch's errors or progress
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder, exist_ok=True)
+    for stale in (spec["result"],):
+        if os.path.exists(stale):
+            os.remove(stale)
     spec_path = os.path.join(tmp, "spec.json")
     with open(spec_path, "w") as fh:
         json.dump(spec, fh)

@@ -28,3 +28,23 @@ def test_sim_refuses_code_that_asks_for_its_rank():
     assert proc.returncode == 2
     assert "--backend sim cannot run code that asks for its rank" in proc.stderr
     assert "fixtures/token_split.py:35" in proc.stderr  # mesh.get_local_rank()
+
+
+def test_warns_when_no_static_finding_matched_a_runtime_site(capsys, monkeypatch):
+    """Analysing one copy of a package while the ranks import another leaves every finding
+    not-reached: that must be said, not silently reported."""
+    from placement_lint.findings import Confidence, Finding, Report
+    from placement_lint.runtime import cli as runtime_cli
+
+    monkeypatch.delenv("PLACEMENT_LINT_QUIET", raising=False)
+
+    def report(verdict):
+        f = Finding("DTP101", "to-local-without-grad-placements", "a.py", 3, 1, 3, 9, "m", Confidence.HIGH)
+        f.runtime = {"verdict": verdict, "evidence": {}}
+        return Report(findings=[f], errors=[])
+
+    results = [{"harness": "h.py:harness", "sites": [{"id": 0}, {"id": 1}]}]
+    runtime_cli._warn_if_nothing_matched(report("not-reached"), results)
+    assert "none of the 1 static finding(s) matched any of the 2 site(s)" in capsys.readouterr().err
+    runtime_cli._warn_if_nothing_matched(report("confirmed"), results)
+    assert capsys.readouterr().err == ""
