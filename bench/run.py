@@ -749,7 +749,6 @@ def stage_profile(tree: str) -> dict:
     wrap(engine, "read_bytes", "read files")
     wrap(engine, "display_path", "display_path (Path.resolve per file)")
     wrap(prefilter, "might_match", "byte prefilter (regex over every file)")
-    wrap(regions, "reduce_source", "region selection (regions)")
     wrap(regions, "select_blocks", "region selection (regions)")
     wrap(libcst, "parse_module", "LibCST parse_module", on_error="parse_failures")
     wrap(metadata.MetadataWrapper, "resolve", "positions: MetadataWrapper.resolve overhead (no-op batched visit)")

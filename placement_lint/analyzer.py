@@ -865,11 +865,12 @@ class FileAnalyzer:
         if not on_value and key is not None:
             if key in api.PLACEMENT_CONSTRUCTORS:
                 return V(kind="placement", pl=frozenset(api.PLACEMENT_CONSTRUCTORS[key]))
-            if key in ("distribute_tensor", "from_local"):
+            if key in api.DTENSOR_CONSTRUCTORS:
                 t = arg(0, "local_tensor" if key == "from_local" else "tensor") or UNKNOWN
-                pl = placements_of(arg(2, "placements"))
-                explicit = arg(2, "placements") is not None
-                if not explicit:
+                index, keyword = api.DTENSOR_CONSTRUCTORS[key]
+                given = arg(index, keyword)
+                pl = placements_of(given)
+                if given is None:
                     pl = frozenset("R")  # both default to Replicate on every mesh dim
                 if key == "from_local":
                     self.use(t)  # re-entering DTensor: from_local's backward will reduce as declared

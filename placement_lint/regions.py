@@ -1,16 +1,18 @@
-"""Keep only the regions of a file that can hold a finding, blanking the rest line for line.
+"""Select the regions of a file that can hold a finding; each is parsed on its own.
 
 Parsing dominates the cost of analysing a candidate file, and in a large file most top-level
-definitions (and most methods of a large class) mention no trigger token. Blanking them (every
-line replaced by an empty line) keeps line and column numbers exact while LibCST parses only what
-matters. Kept: imports and other small module-level statements (name resolution, placement
-constants), every top-level def/class that mentions a token, and inside such a class its
-`__init__` (attribute placements), its non-method members, and the methods that mention a token
-(all of them when the class header itself does, e.g. a ParallelStyle subclass).
+definitions (and most methods of a large class) mention no trigger token. `select_blocks` returns
+the top-level statements worth parsing, each with its own start line, and inside a kept class
+blanks the methods that cannot matter line for line, so line and column numbers stay exact. Kept:
+imports and other small module-level statements (name resolution, placement constants), every
+top-level def/class that mentions a token (a rank token only together with slicing syntax), and
+inside such a class its `__init__` (attribute placements), its non-method members, and the
+methods that mention a token (all of them when the class header itself does, e.g. a
+ParallelStyle subclass).
 
-Block boundaries come from indentation alone, so a split inside a multi-line string or bracket is
-possible; blanking there leaves a file that no longer parses, and the caller then falls back to
-the full text. Blanking never changes a kept line.
+Block boundaries come from indentation (lines inside multi-line strings excluded), so a split
+inside a bracket is still possible; such a block no longer parses, and the caller then falls
+back to the full text. Blanking never changes a kept line.
 """
 
 from __future__ import annotations
@@ -209,12 +211,3 @@ def _prune_class(
         kept.append((first_line, indent))
     return kept
 
-
-def reduce_source(text: str) -> str:
-    """The whole text with everything `select_blocks` drops blanked (same lines, same columns)."""
-    lines = split_lines(text)
-    out = ["\n" if ln.endswith("\n") else "" for ln in lines]
-    for start, block, _ in select_blocks(text):
-        for i, ln in enumerate(split_lines(block)):
-            out[start - 1 + i] = ln
-    return "".join(out)
