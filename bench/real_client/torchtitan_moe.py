@@ -141,6 +141,9 @@ def _update_from_config(cfg, parallelism, set_sharding, *, enable_sp, enable_ep)
 
 def make_parallel_dims(ctx, *, tp: int, ep: int = 1, enable_sp: bool = True):
     """torchtitan's ParallelDims (and its meshes) on the check's device, DTensor backend."""
+    from tt_torch_compat import install  # same folder
+
+    install()  # torchtitan 0.3.0 on an older torch (2.11): placeholders for names it lacks
     # first: the model package imports torch's FSDP, which registers the "fake" c10d backend
     # that ParallelDims.build_mesh uses for its size-1 mesh dims (as in torchtitan's Trainer)
     import torchtitan.models.deepseek_v3  # noqa: F401

@@ -150,3 +150,14 @@ def local_tensor_support() -> tuple[Any, str]:
     except ImportError:
         return None, f"torch {TORCH_VERSION} has no fake process group (needed by the simulation)"
     return mod, ""
+
+
+def autocast_dtype(device_type: str):
+    """The autocast dtype in force for device_type, or None. torch >= 2.4 takes a device type;
+    older releases only have per-device getters, which this tool does not support."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError, RuntimeError):
+        return None
+    return None

@@ -174,6 +174,31 @@ _SLICE_FUNCS = _slice_funcs()
 _SLICE_NAMES = {getattr(f, "__name__", str(f)) for f in _SLICE_FUNCS}
 
 
+def _low_precision_funcs() -> tuple[set, set]:
+    """(matmul-like ops, casts): where a model's compute precision is decided."""
+    F = torch.nn.functional
+    mm = set()
+    for holder, names in ((torch, ("matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "einsum",
+                                   "_grouped_mm", "_scaled_grouped_mm", "conv1d", "conv2d")),
+                          (torch.Tensor, ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm")),
+                          (F, ("linear", "scaled_dot_product_attention", "conv1d", "conv2d"))):
+        for n in names:
+            f = getattr(holder, n, None)
+            if f is not None:
+                mm.add(f)
+    casts = {f for f in (getattr(torch.Tensor, n, None) for n in ("to", "type", "bfloat16", "half"))
+             if f is not None}
+    return mm, casts
+
+
+_MATMUL_FUNCS, _CAST_FUNCS = _low_precision_funcs()
+_LOW_PRECISION_FUNCS = _MATMUL_FUNCS | _CAST_FUNCS
+_LOW_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+for _n in ("float8_e4m3fn", "float8_e5m2"):
+    if hasattr(torch, _n):
+        _LOW_DTYPES[getattr(torch, _n)] = _n
+
+
 class _ProvenanceMode(TorchFunctionMode):
     """Follows tensors derived from monitored local tensors; records slices of them."""
 
@@ -192,6 +217,8 @@ class _ProvenanceMode(TorchFunctionMode):
                 args = (_SumGradOverWorld.apply(args[0]),) + tuple(args[1:])
                 m.forced_calls += 1
         out = func(*args, **kwargs)
+        if func in _LOW_PRECISION_FUNCS:
+            m._note_precision(func, args, out)
         if not m._tracked and not (m._watch and func in _SLICE_FUNCS):
             return out  # fast path: nothing derived from a local tensor is alive
         if getattr(_tls, "busy", False):
@@ -258,7 +285,7 @@ class _Site:
     __slots__ = (
         "id", "api", "path", "line", "function", "module", "hook", "torch_frame", "calls",
         "forward", "declared", "effective", "mesh", "records", "root", "hooked", "dtype",
-        "label_sharded_only", "slice_op", "local_map",
+        "label_sharded_only", "slice_op", "local_map", "param_ids",
     )
 
     def __init__(self, sid: str, api: str, path: str, line: int, function: str, module: str,
@@ -283,6 +310,7 @@ class _Site:
         self.label_sharded_only = False
         self.slice_op = ""
         self.local_map = ""
+        self.param_ids: set[int] = set()  # id() of nn.Parameters converted here (named at collect)
 
 
 class PlacementMonitor:
@@ -309,6 +337,10 @@ class PlacementMonitor:
         self._mesh_cache: dict[int, tuple[Any, dict]] = {}
         self.forced_calls = 0
         self.compile_calls = 0
+        # floating dtypes below float32 that matmul-like ops ran in (or casts produced): the
+        # reference comparison's tolerance follows the compute precision, not the grad dtype
+        self.low_precision: set[str] = set()
+        self._param_refs: dict[int, Any] = {}  # id -> parameter: keeps ids of param_ids valid
 
     # -- activation --------------------------------------------------------------------------
     def __enter__(self) -> "PlacementMonitor":
@@ -486,6 +518,20 @@ class PlacementMonitor:
         return site
 
     # -- recording ---------------------------------------------------------------------------
+    def _note_precision(self, func, args, out) -> None:
+        if func in _CAST_FUNCS:
+            if isinstance(out, torch.Tensor) and out.dtype in _LOW_DTYPES:
+                self.low_precision.add(_LOW_DTYPES[out.dtype])
+            return
+        for a in args[:2]:
+            if isinstance(a, torch.Tensor) and a.dtype in _LOW_DTYPES:
+                self.low_precision.add(_LOW_DTYPES[a.dtype])
+        dev = next((a.device.type for a in args[:1] if isinstance(a, torch.Tensor)), None)
+        if dev is not None:
+            ac = _compat.autocast_dtype(dev)
+            if ac in _LOW_DTYPES:
+                self.low_precision.add(_LOW_DTYPES[ac])
+
     def _label(self, site: _Site, api: str, dt, declared) -> tuple[list[str], Any]:
         fwd_kinds = [placement_kind(p) for p in dt.placements]
         if declared is not None:
@@ -535,6 +581,11 @@ class PlacementMonitor:
         if site is None:
             return call_orig(dt, grad_placements)
         eff, declared = self._label(site, api, dt, grad_placements)
+        if isinstance(dt, torch.nn.Parameter):
+            # a parameter converted in place of a collective: if its gradient turns out wrong by
+            # the same factor on every rank (only a reference run sees that), the cause is here
+            site.param_ids.add(id(dt))
+            self._param_refs[id(dt)] = dt
         if site.forward is None:
             site.forward = [placement_str(p) for p in dt.placements]
             site.declared = None if grad_placements is None else [placement_str(p) for p in grad_placements]
@@ -638,9 +689,14 @@ class PlacementMonitor:
                 entry["grad_placements"] = entry["placements"]
                 local = g
             entry["fp"] = fingerprint(local)
+            if "S" in entry["placements"]:
+                # the shard's values: identical shards across ranks (DTensor random init on a CPU
+                # mesh) make rank-dependent gradients coincide, and the cross-rank test blind
+                entry["value"] = fingerprint(p._local_tensor)
             if with_reference:
                 full = g.full_tensor() if isinstance(g, DTensor) else g
                 entry["ref_rel_diff"] = _ref_rel_diff(full, ref)
+                entry["ref_scale"] = _ref_scale(full, ref)
             return entry
         # plain parameter: replicas are the ranks holding the same values (a broadcast-initialised
         # Linear); per-rank experts hold different values and are never compared
@@ -651,6 +707,7 @@ class PlacementMonitor:
             entry["fp"] = fingerprint(g)
             if with_reference and ref is not None and tuple(ref.shape) == tuple(g.shape):
                 entry["ref_rel_diff"] = _ref_rel_diff(g, ref)
+                entry["ref_scale"] = _ref_scale(g, ref)
         return entry
 
     def collect(self, model: torch.nn.Module | None = None, *, reference: dict | None = None) -> dict:
@@ -669,8 +726,10 @@ class PlacementMonitor:
                         slots.append((rec, key))
                         fps.append(rec[key].to("cpu"))
         params: dict[str, dict] = {}
+        names_by_id: dict[int, str] = {}
         if model is not None:
             for name, p in model.named_parameters():
+                names_by_id.setdefault(id(p), name)
                 entry = self._param_entry(p, reference.get(name) if reference is not None else None,
                                           reference is not None)
                 if entry is None:
@@ -704,6 +763,7 @@ class PlacementMonitor:
                 "root": site.root.id if site.root is not None else None,
                 "slice_op": site.slice_op,
                 "local_map": site.local_map,
+                "params": sorted(names_by_id[i] for i in site.param_ids if i in names_by_id),
                 "records": [
                     {k: v for k, v in rec.items() if k in ("grad", "fp", "fwd", "dtype", "grad_placements", "hits")}
                     for rec in site.records
@@ -716,6 +776,7 @@ class PlacementMonitor:
             "sites": sites,
             "params": params,
             "forced_calls": self.forced_calls,
+            "low_precision": sorted(self.low_precision),
         }
 
 
@@ -761,6 +822,29 @@ def _ref_rel_diff(full: torch.Tensor, ref: torch.Tensor | None) -> float | None:
     if _SIM is not None:
         return _SIM.per_rank(full, lambda x: _ref_rel_diff_plain(x, ref))
     return _ref_rel_diff_plain(full, ref)
+
+
+def _ref_scale(full: torch.Tensor, ref: torch.Tensor | None) -> list[float] | None:
+    """[s, cos]: full ~= s * ref with cosine similarity cos. A gradient off by one factor on
+    every rank (each rank kept 1/k of it under a Replicate label) has cos ~ 1 and s ~ 1/k."""
+    if ref is None:
+        return None
+    if _SIM is not None:
+        return _SIM.per_rank(full, lambda x: _ref_scale_plain(x, ref))
+    return _ref_scale_plain(full, ref)
+
+
+def _ref_scale_plain(full: torch.Tensor, ref: torch.Tensor) -> list[float] | None:
+    a = full.detach().to("cpu", torch.float64).reshape(-1)
+    b = ref.detach().to("cpu", torch.float64).reshape(-1)
+    if a.shape != b.shape or not a.numel():
+        return None
+    bb = float(b @ b)
+    aa = float(a @ a)
+    if bb <= 1e-300 or aa <= 1e-300:
+        return None
+    ab = float(a @ b)
+    return [ab / bb, ab / (aa ** 0.5 * bb ** 0.5)]
 
 
 def _ref_rel_diff_plain(full: torch.Tensor, ref: torch.Tensor) -> float:

@@ -448,8 +448,8 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
                         "harness_seconds": round(run_s, 4), "backend": "sim",
                         "compile": {"mode": compile_mode, "compiled_regions": compiled["n"]}})
             if compile_mode == "not-checked" and compiled["n"]:
-                res["warnings"] = [f"{compiled['n']} torch.compile region(s) were not checked: "
-                                   "this torch cannot force them to run eagerly"]
+                res.setdefault("warnings", []).append(f"{compiled['n']} torch.compile region(s) were not checked: "
+                                   "this torch cannot force them to run eagerly")
             results.append(res)
         else:
             results.append({"harness": h, "seconds": round(time.perf_counter() - t0, 4)})

@@ -156,8 +156,8 @@ def run(spec: dict) -> int:
                                 "harness_seconds": round(run_s, 4), "backend": backend,
                                 "compile": {"mode": compile_mode, "compiled_regions": compiled["n"]}})
                     if compile_mode == "not-checked" and compiled["n"]:
-                        res["warnings"] = [f"{compiled['n']} torch.compile region(s) were not checked: "
-                                           "this torch cannot force them to run eagerly"]
+                        res.setdefault("warnings", []).append(f"{compiled['n']} torch.compile region(s) were not checked: "
+                                           "this torch cannot force them to run eagerly")
                     results.append(res)
             elif mode == "reference":
                 progress(f"{h}: reference run")
