@@ -22,13 +22,19 @@ _ANSI = {"bold": "\033[1m", "red": "\033[31m", "yellow": "\033[33m", "cyan": "\0
 _CONF_COLOR = {Confidence.HIGH: "red", Confidence.MEDIUM: "yellow", Confidence.LOW: "cyan"}
 
 
-def render(report: Report, fmt: str, *, show_fixes: bool = False, color: bool = False) -> str:
-    """`report` in format `fmt` (one of FORMATS); text ends with a newline unless empty."""
+def render(report: Report, fmt: str, *, show_fixes: bool = False, color: bool = False,
+           runtime_summary: dict[str, int] | None = None) -> str:
+    """`report` in format `fmt` (one of FORMATS); text ends with a newline unless empty.
+
+    `runtime_summary` (from `confirm`: what the runtime check saw) becomes a line before the text
+    summary, a top-level `runtime_summary` object in json and the run's `properties` in sarif;
+    the other formats leave it out.
+    """
     renderers: dict[str, Callable[..., str]] = {
-        "text": lambda: _text(report, show_fixes=show_fixes, color=color, summary=True),
+        "text": lambda: _text(report, show_fixes=show_fixes, color=color, summary=True, runtime=runtime_summary),
         "concise": lambda: _text(report, show_fixes=False, color=color, summary=False),
-        "json": lambda: _json(report.to_json()),
-        "sarif": lambda: _json(_sarif(report)),
+        "json": lambda: _json(dict(report.to_json(), **({"runtime_summary": runtime_summary} if runtime_summary else {}))),
+        "sarif": lambda: _json(_sarif(report, runtime_summary)),
         "github": lambda: _github(report),
         "rdjson": lambda: _json(_rdjson(report)),
     }
@@ -74,6 +80,18 @@ def _json(data: Any) -> str:
 # text / concise --------------------------------------------------------------------------
 def _paint(text: str, style: str, color: bool) -> str:
     return f"{_ANSI[style]}{text}{_ANSI['reset']}" if color else text
+
+
+def _count(n: int, noun: str, plural: str = "") -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def runtime_line(rs: dict[str, int]) -> str:
+    """`runtime: 2 harnesses, 37 sites reached, 41 parameters checked, 5/39 static findings reached`."""
+    return (f"runtime: {_count(rs.get('harnesses', 0), 'harness', 'harnesses')}, "
+            f"{_count(rs.get('sites_reached', 0), 'site')} reached, "
+            f"{_count(rs.get('parameters_checked', 0), 'parameter')} checked, "
+            f"{rs.get('static_findings_reached', 0)}/{_count(rs.get('static_findings', 0), 'static finding')} reached")
 
 
 def summary_line(report: Report) -> str:
@@ -134,7 +152,7 @@ def short_evidence(evidence: Any, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _text(report: Report, *, show_fixes: bool, color: bool, summary: bool) -> str:
+def _text(report: Report, *, show_fixes: bool, color: bool, summary: bool, runtime: dict[str, int] | None = None) -> str:
     lines = []
     for f in report.findings:
         conf = _paint(f"[{f.confidence}]", _CONF_COLOR[f.confidence], color)
@@ -153,6 +171,8 @@ def _text(report: Report, *, show_fixes: bool, color: bool, summary: bool) -> st
             label = f"fix ({applicability})" if applicability else "fix"
             lines.append(f"    {label}: {f.fix.get('message') or f.fix.get('title') or 'available'}")
     if summary:
+        if runtime:
+            lines.append(runtime_line(runtime))
         lines.append(summary_line(report))
     return "".join(line + "\n" for line in lines)
 
@@ -219,7 +239,7 @@ def _sarif_rules(findings: list[Finding]) -> list[dict[str, Any]]:
     return rules
 
 
-def _sarif(report: Report) -> dict[str, Any]:
+def _sarif(report: Report, runtime_summary: dict[str, int] | None = None) -> dict[str, Any]:
     from pathlib import Path
 
     from placement_lint import __version__
@@ -309,6 +329,7 @@ def _sarif(report: Report) -> dict[str, Any]:
                     {"executionSuccessful": not report.errors, "toolExecutionNotifications": notifications}
                 ],
                 "results": results,
+                **({"properties": {"runtimeSummary": runtime_summary}} if runtime_summary else {}),
             }
         ],
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import tempfile
 from pathlib import Path
 
@@ -92,7 +91,7 @@ def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fm
             raise UsageError(f"{p}: no such file or directory")
     config = load_config(Path(cwd), config_path, None)
     report = engine.lint(paths, config)
-    watch = sorted({(os.path.abspath(f.path), f.line) for f in report.findings})
+    watch = merge.watch_lines(report, cwd)
 
     if backend == "sim":
         sources = _py_files(paths)
@@ -135,8 +134,12 @@ def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fm
     for res in results:
         for w in res.get("warnings", []):
             click.echo(f"placement-lint: warning: {res.get('harness')}: {w}", err=True)
-    merge.merge(report, results, cwd, reference=bool(ref_files))
+    paths = merge.path_index(report, results, cwd)
+    merge.merge(report, results, cwd, reference=bool(ref_files), paths=paths)
     _warn_if_nothing_matched(report, results)
+    _warn_if_copies_differ(paths)
+    summary = merge.runtime_summary(report, results)
+    _warn_if_nothing_seen(summary)
 
     if verify_fix:
         force, slices = merge.verify_targets(results, report)
@@ -150,7 +153,9 @@ def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fm
 
     from placement_lint.cli import emit
 
-    emit(report, fmt, reporters.render(report, fmt), output_file)
+    if fmt not in ("text", "json", "sarif"):  # those carry it in the report
+        _progress(reporters.runtime_line(summary))
+    emit(report, fmt, reporters.render(report, fmt, runtime_summary=summary), output_file)
     return merge.exit_code(report)
 
 
@@ -161,15 +166,42 @@ def dict_opts(opts, keep_dir, sub):
 
 
 def _warn_if_nothing_matched(report, results) -> None:
-    """Findings are matched to runtime sites by file path: analysing one copy of a package while
-    the ranks import another makes every finding `not-reached`. Say so rather than stay silent."""
+    """Findings are matched to runtime sites by file path, or by package-relative path where the
+    two files are byte-identical: analysing files the ranks do not run (another version of the
+    package, a tree outside any package) makes every finding `not-reached`. Say so."""
     static = [f for f in report.findings if f.runtime and f.code < "DTP900"]
     seen = sum(len(r.get("sites", ())) for r in results if isinstance(r, dict))
     if static and seen and all(f.runtime["verdict"] == "not-reached" for f in static):
         _progress(
             f"warning: none of the {len(static)} static finding(s) matched any of the {seen} site(s) the "
-            "monitor saw; findings are matched by file path, so check that PATHS are the very files the "
-            "ranks import (e.g. put the analysed tree first on PYTHONPATH)"
+            "monitor saw; findings are matched by file path (or to a byte-identical copy of the same package "
+            "file), so check that PATHS are the files the ranks import (e.g. put the analysed tree first on "
+            "PYTHONPATH)"
+        )
+
+
+def _warn_if_copies_differ(paths) -> None:
+    """Files the ranks ran whose package-relative path is an analysed file's but whose contents
+    differ (another version of the package): their findings were not matched. One warning."""
+    if not paths.differ:
+        return
+    ran, analysed = paths.differ[0]
+    more = f" (and {len(paths.differ) - 1} more)" if len(paths.differ) > 1 else ""
+    _progress(
+        f"warning: the ranks ran {ran} but the analysed {analysed} has other contents{more}: findings in "
+        "such files are matched only to byte-identical copies, so they stay not-reached; analyse the copy "
+        "the ranks import (or put the analysed tree first on PYTHONPATH)"
+    )
+
+
+def _warn_if_nothing_seen(summary: dict) -> None:
+    """No site at all: an empty report then says nothing about the gradients (a model that never
+    creates a DTensor, e.g. plain local shards, prints "All checks passed!" as well)."""
+    if summary["sites_reached"] == 0:
+        _progress(
+            f"warning: the monitor saw no DTensor conversion in {summary['harnesses']} harness(es) (no "
+            "to_local/from_local/full_tensor/local_map call): did the model create any "
+            "DTensor? The runtime check had nothing to judge"
         )
 
 

@@ -7,7 +7,18 @@ Matching a static finding to runtime sites:
   `to_local()`) and by module path — the plan key written on the finding's line
   (`"router.gate": NoParallel()`) against the module path of hook sites (`layers.0.router.gate`);
 * DTP103 (`local_map(`): by the function handed to local_map, which the monitor records for the
-  conversions local_map makes on the user's behalf.
+  conversions local_map makes on the user's behalf; DTP103 on a config object
+  (`cfg.tok_embeddings.sharding_config = ShardingConfig(local_map=LocalMapConfig(...))`, handed to
+  a generic local_map elsewhere): by the module path the assignment names (`tok_embeddings`)
+  against the module path of local_map sites, as for DTP102. When several such findings name the
+  same module (other models' sharding files in the analysed tree, an override), the run cannot
+  tell which config was in effect: they are `inconclusive`, and their sites stay unclaimed.
+
+File paths: the ranks may import another copy of the analysed package (unpacked wheel vs
+site-packages, checkout vs container path). A runtime file that is not an analysed file is taken
+for the analysed file with the same path relative to its top-level package when the two are
+byte-identical (`PathIndex`); same package-relative path with other contents never matches, and
+`confirm` warns about it.
 
 Runtime-only findings (codes reserved for the runtime checker):
   DTP901 diverging-replicated-gradient   a replicated parameter's gradient differs across ranks
@@ -20,13 +31,17 @@ Runtime-only findings (codes reserved for the runtime checker):
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import hashlib
+import importlib.util
 import os
 import re
-from typing import Any
+from collections.abc import Iterable
 
-from placement_lint.findings import Confidence, Finding, Related, Report
+from placement_lint.findings import Confidence, Finding, Report
 from placement_lint.runtime.verdicts import SEVERITY
+
 
 def _runtime_rules() -> dict[str, str]:
     from placement_lint.rule import all_rules
@@ -40,7 +55,7 @@ BAD = ("confirmed", "mixed", "double-count")
 EXIT_APIS = ("to_local", "full_tensor")
 
 _PLAN_KEY = re.compile(r"""["']([A-Za-z0-9_.*\-]+)["']\s*:""")
-_LOCAL_MAP_FN = re.compile(r"local_map\(\s*([A-Za-z_][\w.]*)")
+_LOCAL_MAP_FN = re.compile(r"local_map\(\s*([A-Za-z_][\w.]*)\s*[,)]")
 
 
 def _abs(path: str, cwd: str) -> str:
@@ -50,7 +65,7 @@ def _abs(path: str, cwd: str) -> str:
 def _rel(path: str, cwd: str) -> str:
     ap = os.path.abspath(path)
     root = os.path.abspath(cwd).rstrip(os.sep) + os.sep
-    return ap[len(root):] if ap.startswith(root) else ap
+    return ap.removeprefix(root)
 
 
 def _source_lines(path: str, line: int, count: int = 4) -> str:
@@ -73,10 +88,262 @@ def _module_matches(module: str, key: str) -> bool:
         return False
     for start in range(len(parts) - len(kparts) + 1):
         window = parts[start:start + len(kparts)]
-        if len(window) == len(kparts) and all(fnmatch.fnmatchcase(p, k) for p, k in zip(window, kparts)):
-            if start + len(kparts) == len(parts):
-                return True
+        if (start + len(kparts) == len(parts) and len(window) == len(kparts)
+                and all(fnmatch.fnmatchcase(p, k) for p, k in zip(window, kparts))):
+            return True
     return False
+
+
+def _lm_file(local_map: str) -> str:
+    """The file of the function a local_map site names: "FILE:FIRSTLINE:NAME|argN" -> FILE."""
+    head = local_map.split("|")[0].rpartition(":")[0]  # drop NAME
+    return head.rpartition(":")[0]  # drop FIRSTLINE
+
+
+class PathIndex:
+    """Which runtime file is which analysed file, computed once per merge.
+
+    A runtime path (a site's file, a local_map'd function's file) that is not itself an analysed
+    path maps to the analysed path with the same path relative to the top-level package (walk up
+    while `__init__.py` exists, through namespace subpackages: `torchtitan/models/common/moe.py`,
+    `torchtitan/components/loss.py`) if the two files hash equal.
+    Equal package-relative paths with different contents are kept in `differ` and not mapped.
+    Files are hashed only where two package-relative paths collide; hashes are cached.
+    """
+
+    def __init__(self, cwd: str, analysed: Iterable[str] = (), runtime: Iterable[str] = ()) -> None:
+        self.cwd = cwd
+        self.alias: dict[str, str] = {}  # runtime abs path -> analysed abs path
+        self.differ: list[tuple[str, str]] = []  # (runtime, analysed): same package path, other bytes
+        self._digest: dict[str, str | None] = {}
+        self._top: dict[str, str | None] = {}  # directory -> the one holding its top-level package
+        self.analysed = {_abs(p, cwd) for p in analysed if not _unreal(p)}
+        by_rel: dict[str, list[str]] = {}
+        for a in sorted(self.analysed):
+            rel = self.package_relative(a)
+            if rel is not None:
+                by_rel.setdefault(rel, []).append(a)
+        for p in sorted({_abs(p, cwd) for p in runtime if not _unreal(p)} - self.analysed):
+            rel = self.package_relative(p)
+            candidates = by_rel.get(rel) if rel is not None else None
+            if not candidates:
+                continue
+            digest = self.digest(p)
+            same = [a for a in candidates if digest is not None and self.digest(a) == digest]
+            if same:
+                self.alias[p] = same[0]
+            else:
+                self.differ.append((p, candidates[0]))
+
+    def canon(self, path: str) -> str:
+        """The analysed file `path` is a byte-identical copy of, else `path` (absolute)."""
+        ap = _abs(path, self.cwd)
+        return self.alias.get(ap, ap)
+
+    def package_root(self, directory: str) -> str | None:
+        """The directory holding the top-level package `directory` belongs to (None: no package).
+
+        Up to the nearest directory with an `__init__.py` (crossing at most
+        _NAMESPACE_LEVELS directories without one: namespace subpackages such as
+        `torchtitan/components/`), then up while `__init__.py` exists.
+        """
+        if directory not in self._top:
+            self._top[directory] = _package_root(directory)
+        return self._top[directory]
+
+    def package_relative(self, path: str) -> str | None:
+        top = self.package_root(os.path.dirname(path))
+        return os.path.relpath(path, top) if top is not None else None
+
+    def digest(self, path: str) -> str | None:
+        if path not in self._digest:
+            try:
+                with open(path, "rb") as fh:
+                    self._digest[path] = hashlib.sha256(fh.read()).hexdigest()
+            except OSError:
+                self._digest[path] = None
+        return self._digest[path]
+
+
+#: directories without `__init__.py` crossed on the way up to a regular package
+_NAMESPACE_LEVELS = 3
+
+
+def _is_package(directory: str) -> bool:
+    return os.path.isfile(os.path.join(directory, "__init__.py"))
+
+
+def _package_root(directory: str) -> str | None:
+    d = directory
+    for _ in range(_NAMESPACE_LEVELS):
+        if _is_package(d):
+            break
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+    if not _is_package(d):
+        return None
+    while True:
+        parent = os.path.dirname(d)
+        if parent == d or not _is_package(parent):
+            return parent
+        d = parent
+
+
+def _unreal(path: str) -> bool:
+    return not path or path.startswith("<")  # "<torch>", "<string>": no file
+
+
+def path_index(report: Report, results: list[dict], cwd: str) -> PathIndex:
+    """The PathIndex of this report's files and the files the ranks ran."""
+    analysed = [f.path for f in report.findings] + [r.path for f in report.findings for r in f.related]
+    return PathIndex(cwd, analysed, _runtime_paths(_all_sites(results)))
+
+
+def _runtime_paths(sites: list[dict]) -> list[str]:
+    """The files the ranks ran that sites name: the site's own, the local_map'd function's."""
+    out = [s.get("path") or "" for s in sites]
+    out += [_lm_file(s["local_map"]) for s in sites if s.get("local_map")]
+    return out
+
+
+def watch_lines(report: Report, cwd: str) -> list[tuple[str, int]]:
+    """(path, line) of every static finding, for the monitor (slices there are recorded), plus the
+    same lines in a byte-identical copy of the package that this interpreter would import instead
+    (the ranks then run that copy: see PathIndex)."""
+    index = PathIndex(cwd)
+    watch = {(_abs(f.path, cwd), f.line) for f in report.findings}
+    installed: dict[str, str | None] = {}  # top-level package name -> directory holding it
+    for path, line in sorted(watch):
+        rel = index.package_relative(path)
+        if rel is None:
+            continue
+        name = rel.split(os.sep)[0]
+        if name not in installed:
+            installed[name] = _import_root(name)
+        root = installed[name]
+        if root is None:
+            continue
+        other = os.path.normpath(os.path.join(root, rel))
+        if other != path and os.path.isfile(other) and index.digest(other) == index.digest(path):
+            watch.add((other, line))
+    return sorted(watch)
+
+
+def _import_root(name: str) -> str | None:
+    """The directory the top-level package `name` is imported from here, without importing it."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return os.path.dirname(os.path.abspath(locations[0])) if len(locations) == 1 else None
+
+
+# DTP103 on a config object ---------------------------------------------------------------------
+#: local_map forms matched by the function handed to local_map (the call names it)
+_FUNCTION_FORMS = {"local_map", "partial"}
+#: roots of an assignment target that name the model/config being set up, not a module
+_GENERIC_ROOTS = {"self", "config", "cfg", "conf", "model", "model_config", "model_cfg", "args", "m", "c"}
+_CONFIG_PART = re.compile(r"^_*(?:\w+_)?(?:config|cfg|conf|configs|sharding|local_map|plan)$")
+_CONFIG_SUFFIX = re.compile(r"_(?:config|cfg|conf)$")
+
+
+def _callee_name(node: ast.Call) -> str:
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def _target_parts(node: ast.AST) -> list[str] | None:
+    """`config.layers[0].moe.sharding_config` -> [config, layers, 0, moe, sharding_config]."""
+    parts: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Subscript):
+            idx = node.slice
+            parts.append(str(idx.value) if isinstance(idx, ast.Constant) and isinstance(idx.value, (int, str)) else "*")
+            node = node.value
+        elif isinstance(node, ast.Name):
+            parts.append(node.id)
+            return parts[::-1]
+        else:
+            return None  # a call or an expression at the root: no stable path
+
+
+def module_key_of_target(target: ast.AST) -> str | None:
+    """The module path an assignment target configures, matched as a dotted suffix of runtime
+    module paths: drop the root variable (the config or model being set up, and generic names
+    after it) and trailing config attributes. `config.tok_embeddings.sharding_config` ->
+    `tok_embeddings`; `model.tok_embeddings._sharding_config` -> `tok_embeddings`;
+    `config.layers[i].moe.sharding_config` -> `layers.*.moe`; `inner_attention_cfg.sharding_config`
+    -> `inner_attention` (a root named after its module); `config.sharding_config` -> None."""
+    parts = _target_parts(target)
+    if not parts:
+        return None
+    root, rest = parts[0], parts[1:]
+    while rest and _CONFIG_PART.match(rest[-1]):
+        rest.pop()
+    while rest and rest[0] in _GENERIC_ROOTS:  # self.config.norm...: still the object being set up
+        rest.pop(0)
+    if not rest and root not in _GENERIC_ROOTS and _CONFIG_SUFFIX.search(root):
+        named = _CONFIG_SUFFIX.sub("", root)  # inner_attention_cfg -> inner_attention
+        if not _CONFIG_PART.match(named) and named not in _GENERIC_ROOTS:  # but sharding_config: nothing
+            rest = [named]
+    if not rest or all(p == "*" for p in rest):
+        return None
+    return ".".join(rest)
+
+
+def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _dotted_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def local_map_form(tree: ast.AST, line: int, column: int) -> tuple[str, str | None]:
+    """What the local_map call starting at `line` (1-based `column`) is matched by.
+
+    ("function", NAME): local_map is handed the function itself (`local_map(fn, ...)`,
+    `partial(local_map, fn, ...)`); NAME is None for the decorator form or a function given as
+    an expression. ("config", KEY): a config object (`LocalMapConfig(...)`) that generic code
+    hands to local_map later; KEY is the module path the enclosing assignment (or dict key)
+    configures, None when there is none.
+    """
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.lineno == line]
+    if not calls:
+        return "function", None
+    at = [n for n in calls if n.col_offset == column - 1]
+    named = [n for n in calls if _callee_name(n) in _FUNCTION_FORMS or _callee_name(n) == "LocalMapConfig"]
+    call = (at or named or calls)[0]
+    callee = _callee_name(call)
+    if callee in _FUNCTION_FORMS:
+        fn_pos = 1 if callee == "partial" else 0
+        fn = call.args[fn_pos] if len(call.args) > fn_pos else next(
+            (k.value for k in call.keywords if k.arg == "func"), None)
+        return "function", _dotted_name(fn) if fn is not None else None
+    parents = _parents(tree)
+    child: ast.AST = call
+    node = parents.get(call)
+    while node is not None and not isinstance(node, ast.stmt):
+        if isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values):
+                if v is child and isinstance(k, ast.Constant) and isinstance(k.value, str):
+                    return "config", k.value  # {"tok_embeddings": LocalMapConfig(...)}: a plan-like key
+        child, node = node, parents.get(node)
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        return "config", module_key_of_target(node.targets[0])
+    if isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        return "config", module_key_of_target(node.target)
+    return "config", None
 
 
 def _all_sites(results: list[dict]) -> list[dict]:
@@ -87,38 +354,74 @@ def _all_sites(results: list[dict]) -> list[dict]:
     return out
 
 
-def match_sites(f: Finding, sites: list[dict], cwd: str) -> list[dict]:
-    fpath = _abs(f.path, cwd)
-    at_line = [s for s in sites if _abs(s["path"], cwd) == fpath and s["line"] == f.line]
-    matched = list(at_line)
-    if f.code == "DTP102":
-        rel = {(_abs(r.path, cwd), r.line) for r in f.related}
-        matched += [s for s in sites if (_abs(s["path"], cwd), s["line"]) in rel]
-        keys = _PLAN_KEY.findall(_source_lines(fpath, f.line, 1))
-        if not keys:  # the key may sit on the line above a long style call
-            keys = _PLAN_KEY.findall(_source_lines(fpath, max(1, f.line - 1), 2))
-        for key in keys:
-            matched += [s for s in sites if s.get("hook") in ("pre", "post") and _module_matches(s.get("module", ""), key)]
-    if f.code == "DTP103":
-        text = _source_lines(fpath, f.line, 6)
-        m = _LOCAL_MAP_FN.search(text)
-        name = m.group(1).split(".")[-1] if m else None
-        lm_sites = [s for s in sites if s.get("local_map")]
-        for s in lm_sites:
-            lm_file, _, rest = s["local_map"].split("|")[0].rpartition(":")
-            lm_file, _, _first = lm_file.rpartition(":")
-            fn_name = rest
-            if name and fn_name == name:
-                matched.append(s)
-            elif not name and _abs(lm_file, cwd) == fpath:  # decorator form: same file
-                matched.append(s)
-    seen, out = set(), []
-    for s in matched:
-        key = (s.get("harness"), s["id"])
-        if key not in seen:
-            seen.add(key)
-            out.append(s)
-    return out
+class _Matcher:
+    """Matches static findings to the sites of one merge: the path mapping, the sites by
+    location and the parsed analysed files are computed once."""
+
+    def __init__(self, sites: list[dict], cwd: str, paths: PathIndex) -> None:
+        self.sites, self.cwd, self.paths = sites, cwd, paths
+        self.by_loc: dict[tuple[str, int], list[dict]] = {}
+        for s in sites:
+            self.by_loc.setdefault((paths.canon(s["path"]), s["line"]), []).append(s)
+        self.lm_sites = [s for s in sites if s.get("local_map")]
+        self._trees: dict[str, ast.AST | None] = {}
+        #: id(finding) -> (module key, sites matched by that key only): DTP103 on a config object
+        self.by_module: dict[int, tuple[str, list[dict]]] = {}
+
+    def tree(self, path: str) -> ast.AST | None:
+        if path not in self._trees:
+            try:
+                with open(path, "rb") as fh:
+                    self._trees[path] = ast.parse(fh.read(), filename=path)
+            except (OSError, SyntaxError, ValueError):
+                self._trees[path] = None
+        return self._trees[path]
+
+    def match(self, f: Finding) -> list[dict]:
+        cwd, paths = self.cwd, self.paths
+        fpath = _abs(f.path, cwd)
+        matched = list(self.by_loc.get((fpath, f.line), ()))
+        if f.code == "DTP102":
+            for r in f.related:
+                matched += self.by_loc.get((_abs(r.path, cwd), r.line), ())
+            keys = _PLAN_KEY.findall(_source_lines(fpath, f.line, 1))
+            if not keys:  # the key may sit on the line above a long style call
+                keys = _PLAN_KEY.findall(_source_lines(fpath, max(1, f.line - 1), 2))
+            for key in keys:
+                matched += [s for s in self.sites
+                            if s.get("hook") in ("pre", "post") and _module_matches(s.get("module", ""), key)]
+        if f.code == "DTP103":
+            tree = self.tree(fpath)
+            if tree is not None:
+                form, name = local_map_form(tree, f.line, f.column)
+            else:  # unparsable here (newer syntax than this Python): the call's text
+                m = _LOCAL_MAP_FN.search(_source_lines(fpath, f.line, 6))
+                form, name = "function", (m.group(1).split(".")[-1] if m else None)
+            if form == "config":
+                # LocalMapConfig(...) installed on a module's config; generic code calls local_map
+                by_key = [s for s in self.lm_sites if name and _module_matches(s.get("module", ""), name)]
+                if by_key:
+                    self.by_module[id(f)] = (name or "", by_key)
+                matched += by_key
+            for s in self.lm_sites if form == "function" else ():
+                fn_name = s["local_map"].split("|")[0].rpartition(":")[2]
+                # by the function's name; without one (decorator form), by the function's file
+                if (fn_name == name) if name else paths.canon(_lm_file(s["local_map"])) == fpath:
+                    matched.append(s)
+        seen, out = set(), []
+        for s in matched:
+            key = (s.get("harness"), s["id"])
+            if key not in seen:
+                seen.add(key)
+                out.append(s)
+        return out
+
+
+def match_sites(f: Finding, sites: list[dict], cwd: str, paths: PathIndex | None = None) -> list[dict]:
+    """The runtime sites static finding `f` is about (see the module docstring)."""
+    if paths is None:
+        paths = PathIndex(cwd, [f.path] + [r.path for r in f.related], _runtime_paths(sites))
+    return _Matcher(sites, cwd, paths).match(f)
 
 
 def _verdict_of(sites: list[dict]) -> tuple[str, dict, dict | None]:
@@ -137,26 +440,47 @@ def _verdict_of(sites: list[dict]) -> tuple[str, dict, dict | None]:
     return best["verdict"], ev, best
 
 
-def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = False) -> Report:
+def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = False,
+          paths: PathIndex | None = None) -> Report:
     sites = _all_sites(results)
+    if paths is None:
+        paths = path_index(report, results, cwd)
+    matcher = _Matcher(sites, cwd, paths)
+    matches = [(f, matcher.match(f)) for f in report.findings]
+    # sites matched by module name only (DTP103 on a config object), and which findings claim them
+    claims: dict[tuple, list[Finding]] = {}
+    for f, _m in matches:
+        for s in matcher.by_module.get(id(f), ("", []))[1]:
+            claims.setdefault((s.get("harness"), s["id"]), []).append(f)
     used: set[tuple] = set()
-    for f in report.findings:
-        m = match_sites(f, sites, cwd)
+    for f, m in matches:
         if not m:
             f.runtime = {"verdict": "not-reached", "evidence": {
                 "reason": "no harness executed this line (or the module this style is applied to)",
                 "harnesses": [r.get("harness") for r in results]}}
             continue
+        verdict, ev, _best = _verdict_of(m)
+        key, named = matcher.by_module.get(id(f), ("", []))
+        rivals = sorted({f"{g.path}:{g.line}" for s in named for g in claims[(s.get("harness"), s["id"])] if g is not f})
+        if rivals:
+            # Several configs name this module (other models' sharding files, an override): the run
+            # shows that the module's local_map ran, not which config was in effect. No verdict,
+            # and the sites stay unclaimed so that a bad one is still reported on its own (DTP903).
+            f.runtime = {"verdict": "inconclusive", "evidence": dict(ev, detail=(
+                f"matched by module path `{key}` only, which {len(rivals)} other finding(s) also configure "
+                f"({', '.join(rivals[:3])}{', ...' if len(rivals) > 3 else ''}): the run does not show which "
+                f"config was in effect; the sites' verdict: {verdict}"), site_verdict=verdict, module_key=key,
+                other_findings=rivals)}
+            continue
         for s in m:
             used.add((s.get("harness"), s["id"]))
-        verdict, ev, _best = _verdict_of(m)
         f.runtime = {"verdict": verdict, "evidence": ev}
     statically_flagged_lines = {(_abs(f.path, cwd), f.line) for f in report.findings}
     extra: list[Finding] = []
     for s in sites:
         if (s.get("harness"), s["id"]) in used or s["verdict"] not in BAD:
             continue
-        if (_abs(s["path"], cwd), s["line"]) in statically_flagged_lines:
+        if (paths.canon(s["path"]), s["line"]) in statically_flagged_lines:
             continue
         if s["verdict"] == "double-count":
             code = "DTP902"
@@ -254,3 +578,17 @@ def verify_targets(results: list[dict], report: Report) -> tuple[dict, dict[str,
                 kinds[dim] = kind
             force.setdefault(h, {})[target["id"]] = kinds
     return force, slices
+
+
+def runtime_summary(report: Report, results: list[dict]) -> dict[str, int]:
+    """What the runtime check saw, for the one-line summary (text) and `runtime_summary` (json):
+    an empty report means little when the monitor saw nothing."""
+    static = [f for f in report.findings if f.code not in RUNTIME_RULES]
+    return {
+        "harnesses": len(results),
+        "sites_reached": sum(len(r.get("sites") or ()) for r in results),
+        "parameters_checked": sum(len(r.get("params") or ()) for r in results),
+        "static_findings": len(static),
+        "static_findings_reached": sum(1 for f in static if (f.runtime or {}).get("verdict", "not-reached") != "not-reached"),
+        "runtime_findings": len(report.findings) - len(static),
+    }

@@ -48,3 +48,64 @@ def test_warns_when_no_static_finding_matched_a_runtime_site(capsys, monkeypatch
     assert "none of the 1 static finding(s) matched any of the 2 site(s)" in capsys.readouterr().err
     runtime_cli._warn_if_nothing_matched(report("confirmed"), results)
     assert capsys.readouterr().err == ""
+
+
+def _two_copies(tmp_path, root, installed_suffix=""):
+    """The tp_expert_matmul fixture as package `tpkg` twice: analysed (checkout/src) and imported
+    by the ranks (site/), the latter optionally changed; and a harness importing `tpkg`."""
+    src = (root / "fixtures" / "tp_expert_matmul.py").read_text()
+    for base, text in ((tmp_path / "checkout" / "src", src), (tmp_path / "site", src + installed_suffix)):
+        (base / "tpkg").mkdir(parents=True)
+        (base / "tpkg" / "__init__.py").write_text("")
+        (base / "tpkg" / "model.py").write_text(text)
+    harness = tmp_path / "harness.py"
+    harness.write_text("from fixtures.harnesses._common import run_fixture\nfrom tpkg import model\n\n\n"
+                       "def harness(ctx):\n    return run_fixture(ctx, model)\n")
+    import os
+
+    env = {"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "PLACEMENT_LINT_QUIET": ""}
+    return str(tmp_path / "checkout" / "src" / "tpkg"), f"{harness}:harness", env
+
+
+def _sim_or_skip():
+    from placement_lint.runtime import sim
+
+    why = sim.unsupported_reason()
+    if why:
+        pytest.skip(f"local-tensor simulation unavailable: {why}")
+
+
+def test_confirm_matches_findings_in_an_identical_installed_copy(tmp_path, root):
+    """The ranks import `tpkg` from site/, the analysed tree is checkout/src/tpkg: same bytes, so
+    DTP101 at line 33 is confirmed (it was not-reached when paths were compared as they are),
+    and the json report says what the runtime check saw."""
+    import json
+
+    _sim_or_skip()
+    analysed, harness, env = _two_copies(tmp_path, root)
+    proc = run_cli(["confirm", analysed, "--harness", harness, "--backend", "sim", "--format", "json"],
+                   env_extra=env, timeout=240)
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    (f101,) = [f for f in data["findings"] if f["code"] == "DTP101"]
+    assert f101["line"] == 33 and f101["runtime"]["verdict"] == "confirmed", f101
+    assert f101["runtime"]["evidence"]["site"] == f"{tmp_path / 'site' / 'tpkg' / 'model.py'}:33"
+    rs = data["runtime_summary"]
+    assert rs["harnesses"] == 1 and rs["sites_reached"] > 0 and rs["parameters_checked"] == 3
+    assert rs["static_findings_reached"] == rs["static_findings"] >= 1
+    assert "warning" not in proc.stderr
+
+
+def test_confirm_does_not_match_a_changed_installed_copy_and_warns(tmp_path, root):
+    _sim_or_skip()
+    analysed, harness, env = _two_copies(tmp_path, root, installed_suffix="# a later release\n")
+    proc = run_cli(["confirm", analysed, "--harness", harness, "--backend", "sim"], env_extra=env, timeout=240)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    i = next(i for i, line in enumerate(lines) if ":33:" in line and "DTP101" in line)
+    verdict = next(line.strip() for line in lines[i + 1:] if line.startswith("    runtime: "))
+    assert verdict.startswith("runtime: not-reached"), verdict
+    assert lines[-2].startswith("runtime: 1 harness, ") and "0/" in lines[-2], lines[-2:]
+    assert proc.stderr.count("has other contents") == 1, proc.stderr
+    assert str(tmp_path / "site" / "tpkg" / "model.py") in proc.stderr

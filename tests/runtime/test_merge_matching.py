@@ -1,0 +1,395 @@
+"""How `merge` matches static findings to runtime sites, without a launch: synthetic `results`.
+
+* a finding in one copy of a package matches sites in another copy when the two files have the
+  same path relative to the top-level package and the same bytes (unpacked wheel vs
+  site-packages); never when the bytes differ, which `confirm` warns about;
+* DTP103 on a `LocalMapConfig(...)` installed on a module's config matches the local_map sites of
+  that module (the assignment target names it);
+* the runtime summary line / json object.
+"""
+import ast
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from placement_lint import engine, reporters
+from placement_lint.config import Config
+from placement_lint.findings import Confidence, Finding, Related, Report
+from placement_lint.runtime import cli as runtime_cli
+from placement_lint.runtime import merge
+
+pytestmark = pytest.mark.torch_free  # merge and its helpers import no torch
+
+MODEL = textwrap.dedent('''\
+    """A module whose forward hands a replicated activation to a bare to_local()."""
+
+
+    def forward(self, x):
+        h = x.to_local()
+        return h @ self.w
+''')
+LINE = 5  # `h = x.to_local()`
+
+
+def site(path, line=LINE, *, id=None, api="to_local", verdict="confirmed", module="block", hook="",
+         local_map=""):
+    return {"id": id or f"{api}|{path}|{line}|{module}|{hook}" + (f"|local_map={local_map}" if local_map else ""),
+            "api": api, "path": str(path), "line": line, "function": "forward", "module": module, "hook": hook,
+            "local_map": local_map, "verdict": verdict,
+            "evidence": {"mesh_dim": "tp", "max_rel_diff": 0.5 if verdict == "confirmed" else 0.0}}
+
+
+def finding(path, line=LINE, code="DTP101", column=9, related=()):
+    slug = {"DTP101": "to-local-without-grad-placements", "DTP102": "style-without-grad-placements",
+            "DTP103": "local-map-without-grad-placements"}[code]
+    return Finding(code, slug, str(path), line, column, line, column + 10, "m", Confidence.LOW,
+                   related=list(related))
+
+
+def package(root: Path, text: str = MODEL, name: str = "modeling") -> Path:
+    """root/pkg/__init__.py, root/pkg/nn/__init__.py, root/pkg/nn/<name>.py; returns the module."""
+    (root / "pkg" / "nn").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "nn" / "__init__.py").write_text("")
+    mod = root / "pkg" / "nn" / f"{name}.py"
+    mod.write_text(text)
+    return mod
+
+
+def results_for(*sites, params=()):
+    return [{"harness": "h.py:harness", "sites": list(sites), "params": list(params)}]
+
+
+def verdicts(report):
+    return [(f.code, f.path, f.line, f.runtime["verdict"]) for f in report.findings]
+
+
+# --- one package, two copies ---------------------------------------------------------------------
+def test_identical_installed_copy_matches_by_package_relative_path(tmp_path):
+    analysed = package(tmp_path / "checkout" / "src")  # the top-level package sits deeper here
+    installed = package(tmp_path / "venv" / "site-packages")
+    report = Report(findings=[finding(analysed)], errors=[])
+    merge.merge(report, results_for(site(installed)), str(tmp_path))
+    # matched: the verdict is the site's, and the site is not reported a second time as DTP903
+    assert verdicts(report) == [("DTP101", str(analysed), LINE, "confirmed")]
+    assert report.findings[0].runtime["evidence"]["site"] == f"{installed}:{LINE}"
+
+
+def test_same_package_path_other_contents_is_not_matched_and_warned(tmp_path, capsys, monkeypatch):
+    analysed = package(tmp_path / "wheel")
+    installed = package(tmp_path / "site-packages", MODEL + "# a later release\n")
+    report = Report(findings=[finding(analysed)], errors=[])
+    results = results_for(site(installed))
+    paths = merge.path_index(report, results, str(tmp_path))
+    assert paths.differ == [(str(installed), str(analysed))]
+    assert paths.alias == {}
+    merge.merge(report, results, str(tmp_path), paths=paths)
+    # the static finding is not the site: not-reached, and the confirmed site is a runtime-only finding
+    assert sorted(verdicts(report)) == [("DTP101", str(analysed), LINE, "not-reached"),
+                                        ("DTP903", str(installed.relative_to(tmp_path)), LINE, "confirmed")]
+    monkeypatch.delenv("PLACEMENT_LINT_QUIET", raising=False)
+    runtime_cli._warn_if_copies_differ(paths)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert str(installed) in err and str(analysed) in err and "other contents" in err
+
+
+def test_no_warning_when_copies_are_identical(tmp_path, capsys, monkeypatch):
+    analysed = package(tmp_path / "a")
+    installed = package(tmp_path / "b")
+    paths = merge.path_index(Report(findings=[finding(analysed)], errors=[]), results_for(site(installed)),
+                             str(tmp_path))
+    assert paths.alias == {str(installed): str(analysed)} and paths.differ == []
+    monkeypatch.delenv("PLACEMENT_LINT_QUIET", raising=False)
+    runtime_cli._warn_if_copies_differ(paths)
+    assert capsys.readouterr().err == ""
+
+
+
+def test_namespace_subpackage_inside_a_package(tmp_path):
+    """pkg/components/ has no __init__.py (as torchtitan/components/): still package `pkg`."""
+    copies = []
+    for base in (tmp_path / "wheel", tmp_path / "venv" / "lib" / "site-packages"):
+        (base / "pkg" / "components").mkdir(parents=True)
+        (base / "pkg" / "__init__.py").write_text("")
+        (base / "pkg" / "components" / "loss.py").write_text(MODEL)
+        copies.append(base / "pkg" / "components" / "loss.py")
+    analysed, installed = copies
+    index = merge.PathIndex(str(tmp_path))
+    assert index.package_relative(str(installed)) == "pkg/components/loss.py"
+    report = Report(findings=[finding(analysed)], errors=[])
+    merge.merge(report, results_for(site(installed, module="")), str(tmp_path))
+    assert verdicts(report) == [("DTP101", str(analysed), LINE, "confirmed")]
+
+def test_files_outside_a_package_match_only_by_absolute_path(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "modeling.py").write_text(MODEL)
+    (tmp_path / "b" / "modeling.py").write_text(MODEL)  # same bytes, but no package to relate them
+    report = Report(findings=[finding(tmp_path / "a" / "modeling.py")], errors=[])
+    merge.merge(report, results_for(site(tmp_path / "b" / "modeling.py")), str(tmp_path))
+    assert ("DTP101", str(tmp_path / "a" / "modeling.py"), LINE, "not-reached") in verdicts(report)
+
+
+def test_other_module_with_the_same_bytes_is_not_matched(tmp_path):
+    analysed = package(tmp_path / "a", name="modeling")
+    installed = package(tmp_path / "b", name="other")  # same bytes, other package-relative path
+    report = Report(findings=[finding(analysed)], errors=[])
+    merge.merge(report, results_for(site(installed)), str(tmp_path))
+    assert ("DTP101", str(analysed), LINE, "not-reached") in verdicts(report)
+
+
+def test_dtp102_related_location_in_the_installed_copy(tmp_path):
+    plan_src = 'def plan():\n    return {"router.gate": NoParallel()}\n'
+    analysed_plan = package(tmp_path / "a", plan_src, name="plan")
+    analysed_style = analysed_plan.with_name("style.py")
+    analysed_style.write_text(MODEL)
+    installed_plan = package(tmp_path / "b", plan_src, name="plan")
+    installed_style = installed_plan.with_name("style.py")
+    installed_style.write_text(MODEL)
+    f = finding(analysed_plan, 2, "DTP102", related=[Related(str(analysed_style), LINE, "the hook's to_local")])
+    report = Report(findings=[f], errors=[])
+    # module "" and no hook: only the related location can match it
+    merge.merge(report, results_for(site(installed_style, module="")), str(tmp_path))
+    assert verdicts(report) == [("DTP102", str(analysed_plan), 2, "confirmed")]
+
+
+def test_dtp103_decorator_form_in_the_installed_copy(tmp_path):
+    src = textwrap.dedent('''\
+        from torch.distributed.tensor.experimental import local_map
+
+
+        @local_map(out_placements=[Replicate()], in_placements=([Replicate()],))
+        def scale(x):
+            return x * 2
+    ''')
+    analysed = package(tmp_path / "a", src, name="lm")
+    installed = package(tmp_path / "b", src, name="lm")
+    lm = f"{installed}:5:scale|arg0"
+    s = site("/elsewhere/torch/distributed/tensor/experimental/_func_map.py", 200, local_map=lm)
+    report = Report(findings=[finding(analysed, 4, "DTP103", column=2)], errors=[])
+    merge.merge(report, results_for(s), str(tmp_path))
+    assert verdicts(report) == [("DTP103", str(analysed), 4, "confirmed")]
+
+
+def test_path_index_hashes_only_colliding_files(tmp_path, monkeypatch):
+    analysed = package(tmp_path / "a")
+    unrelated = package(tmp_path / "b", name="unrelated")
+    digests = []
+    real = merge.PathIndex.digest
+
+    def spy(self, path):
+        digests.append(path)
+        return real(self, path)
+
+    monkeypatch.setattr(merge.PathIndex, "digest", spy)
+    merge.PathIndex(str(tmp_path), [str(analysed)], [str(unrelated), "<torch>"])
+    assert digests == []
+
+
+def test_watch_lines_add_the_copy_this_interpreter_imports(tmp_path, monkeypatch):
+    analysed = package(tmp_path / "a")
+    installed = package(tmp_path / "b")
+    changed = package(tmp_path / "c", MODEL + "# other\n")
+    report = Report(findings=[finding(analysed)], errors=[])
+    monkeypatch.setattr(merge, "_import_root", lambda name: str(tmp_path / "b"))
+    assert merge.watch_lines(report, str(tmp_path)) == sorted([(str(analysed), LINE), (str(installed), LINE)])
+    monkeypatch.setattr(merge, "_import_root", lambda name: str(tmp_path / "c"))
+    assert merge.watch_lines(report, str(tmp_path)) == [(str(analysed), LINE)]
+    assert changed.exists()
+
+
+# --- DTP103 on a LocalMapConfig installed on a module's config ------------------------------------
+CONFIG_SRC = textwrap.dedent('''\
+    from torch.distributed.tensor import Replicate
+    from mylib.sharding import *  # noqa: F403  (LocalMapConfig, ShardingConfig: unresolved here)
+
+
+    def set_root_sharding(config):
+        config.tok_embeddings.sharding_config = ShardingConfig(
+            in_src_shardings={"input": (Replicate(),)},
+            out_src_shardings=(Replicate(),),
+            local_map=LocalMapConfig(in_grad_placements=None),  # CASE tok_embeddings
+        )
+
+
+    def set_expert_sharding(config, layer_id):
+        config.layers[layer_id].moe.routed_experts.sharding_config = ShardingConfig(
+            in_src_shardings={"x": (Replicate(),)},
+            local_map=LocalMapConfig(in_grad_placements=None),  # CASE routed_experts
+        )
+
+
+    def set_attention_local_map(inner_attention_cfg):
+        inner_attention_cfg.sharding_config = ShardingConfig(
+            in_src_shardings={"q": (Replicate(),)}, local_map=LocalMapConfig(in_grad_placements=None))  # CASE inner
+
+
+    def unnamed(register):
+        register(ShardingConfig(in_src_shardings={"input": (Replicate(),)},
+                                local_map=LocalMapConfig(in_grad_placements=None)))  # CASE unnamed
+''')
+
+
+def lm_site(module, fn="forward", line=40, verdict="refuted"):
+    lm = f"/site/pkg/nn/embedding.py:{line}:{fn}|arg0"
+    return site("/site/pkg/protocols/module.py", 290, api="to_local", module=module, verdict=verdict, local_map=lm)
+
+
+def case_lines(text):
+    return {line.split("# CASE ")[1].strip(): i for i, line in enumerate(text.splitlines(), 1) if "# CASE " in line}
+
+
+def test_dtp103_on_local_map_config_matches_by_assigned_module_path(tmp_path, monkeypatch):
+    src = tmp_path / "sharding.py"
+    src.write_text(CONFIG_SRC)
+    lines = case_lines(CONFIG_SRC)
+    # the static pass flags every LocalMapConfig(in_grad_placements=None) at its own line
+    monkeypatch.chdir(tmp_path)
+    cfg = Config(select=["DTP103"], min_confidence=Confidence.LOW)
+    report = engine.lint([str(src)], cfg, use_cache=False, cwd=tmp_path)
+    assert sorted(f.line for f in report.findings) == sorted(lines.values()), verdicts(report)
+    sites = [
+        lm_site("tok_embeddings", verdict="refuted"),
+        lm_site("layers.1.moe.routed_experts", fn="experts_fwd", verdict="confirmed"),
+        lm_site("layers.2.moe.routed_experts", fn="experts_fwd", verdict="refuted"),
+        lm_site("layers.0.attention.inner_attention", fn="attn", verdict="inconclusive"),
+        lm_site("vision.tok_embeddings_proj", verdict="confirmed"),  # no dotted-suffix match for anyone
+    ]
+    merge.merge(report, results_for(*sites), str(tmp_path))
+    by_line = {f.line: f.runtime for f in report.findings if f.code == "DTP103"}
+    assert by_line[lines["tok_embeddings"]]["verdict"] == "refuted"
+    # worst of the two MoE layers' sites
+    assert by_line[lines["routed_experts"]]["verdict"] == "confirmed"
+    assert {s["module"] for s in by_line[lines["routed_experts"]]["evidence"]["sites"]} == {
+        "layers.1.moe.routed_experts", "layers.2.moe.routed_experts"}
+    assert by_line[lines["inner"]]["verdict"] == "inconclusive"
+    assert by_line[lines["unnamed"]]["verdict"] == "not-reached"  # no assignment names a module
+    # the unmatched confirmed local_map site is reported on its own (DTP903), the matched ones are not
+    extra = [(f.code, f.path) for f in report.findings if f.code >= "DTP900"]
+    assert extra == [("DTP903", "/site/pkg/protocols/module.py")]
+
+
+
+def test_dtp103_config_named_by_several_findings_is_inconclusive(tmp_path, monkeypatch):
+    """Two models' sharding files both configure `tok_embeddings`: the run shows the module's
+    local_map ran, not which file's config was in effect. Neither gets the site's verdict, and
+    the confirmed site is still reported on its own."""
+    for model in ("model_a", "model_b"):
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "sharding.py").write_text(CONFIG_SRC)
+    line = case_lines(CONFIG_SRC)["tok_embeddings"]
+    monkeypatch.chdir(tmp_path)
+    report = Report(findings=[finding("model_a/sharding.py", line, "DTP103", column=19),
+                              finding("model_b/sharding.py", line, "DTP103", column=19)], errors=[])
+    merge.merge(report, results_for(lm_site("tok_embeddings", verdict="confirmed")), str(tmp_path))
+    rt = {f.path: f.runtime for f in report.findings}
+    assert rt["model_a/sharding.py"]["verdict"] == "inconclusive"
+    assert rt["model_b/sharding.py"]["verdict"] == "inconclusive"
+    ev = rt["model_a/sharding.py"]["evidence"]
+    assert ev["other_findings"] == [f"model_b/sharding.py:{line}"] and ev["site_verdict"] == "confirmed"
+    assert "matched by module path `tok_embeddings` only" in reporters.short_evidence(ev)
+    assert [(f.code, f.line) for f in report.findings if f.code >= "DTP900"] == [("DTP903", 290)]
+
+def test_dtp103_local_map_call_still_matches_by_function_name(tmp_path):
+    src = tmp_path / "lm.py"
+    src.write_text(textwrap.dedent('''\
+        from torch.distributed.tensor.experimental import local_map
+
+
+        def build(mesh, fn, other):
+            a = local_map(fn, out_placements=[Partial()], in_placements=([Replicate()],), device_mesh=mesh)
+            b = local_map(lambda x: x, out_placements=[Partial()], in_placements=([Replicate()],))
+            return a, b
+    '''))
+    f_named = finding(src, 5, "DTP103", column=9)
+    f_lambda = finding(src, 6, "DTP103", column=9)
+    sites = [
+        # a module named `fn` must not make the call form match by module
+        site("/t/_func_map.py", 1, module="fn", local_map="/x/other.py:3:other|arg0", verdict="confirmed"),
+        site("/t/_func_map.py", 2, module="m", local_map="/x/user.py:9:fn|arg0", verdict="refuted"),
+        site("/t/_func_map.py", 3, module="m", local_map=f"{src}:6:<lambda>|arg0", verdict="inconclusive"),
+    ]
+    assert [s["line"] for s in merge.match_sites(f_named, merge._all_sites(results_for(*sites)), str(tmp_path))] == [2]
+    assert [s["line"] for s in merge.match_sites(f_lambda, merge._all_sites(results_for(*sites)), str(tmp_path))] == [3]
+
+
+@pytest.mark.parametrize("target, key", [
+    ("config.tok_embeddings.sharding_config", "tok_embeddings"),
+    ("model.tok_embeddings._sharding_config", "tok_embeddings"),
+    ("self.cfg.layers[1].moe.routed_experts.sharding_config", "layers.1.moe.routed_experts"),
+    ("config.layers[i].attention.inner_attention.local_map", "layers.*.attention.inner_attention"),
+    ("inner_attention_cfg.sharding_config", "inner_attention"),
+    ("config.sharding_config", None),
+    ("sharding_config", None),
+    ("model_config.sharding_config", None),
+    ("embed_config", "embed"),
+    ("get_config().norm.sharding_config", None),
+])
+def test_module_key_of_assignment_target(target, key):
+    assert merge.module_key_of_target(ast.parse(target, mode="eval").body) == key
+
+
+def test_local_map_form_dict_key():
+    tree = ast.parse('plans = {\n    "layers.*.moe": LocalMapConfig(in_grad_placements=None),\n}\n')
+    assert merge.local_map_form(tree, 2, 21) == ("config", "layers.*.moe")
+    assert merge.local_map_form(ast.parse("f = partial(local_map, experts_fn, None)\n"), 1, 5) == (
+        "function", "experts_fn")
+
+
+# --- runtime summary ----------------------------------------------------------------------------
+def test_runtime_summary_counts_and_text_line(tmp_path):
+    analysed = package(tmp_path / "a")
+    reached, missed = finding(analysed), finding(analysed, 2)
+    report = Report(findings=[reached, missed], errors=[])
+    results = [
+        {"harness": "h1", "sites": [site(analysed, verdict="refuted"), site(analysed, 3, verdict="refuted")],
+         "params": [{"name": "w", "status": "agree"}, {"name": "b", "status": "agree"}]},
+        {"harness": "h2", "sites": [site(analysed, 4, verdict="refuted")], "params": [{"name": "w", "status": "agree"}]},
+    ]
+    merge.merge(report, results, str(tmp_path))
+    rs = merge.runtime_summary(report, results)
+    assert rs == {"harnesses": 2, "sites_reached": 3, "parameters_checked": 3, "static_findings": 2,
+                  "static_findings_reached": 1, "runtime_findings": 0}
+    text = reporters.render(report, "text", runtime_summary=rs).splitlines()
+    assert text[-2:] == ["runtime: 2 harnesses, 3 sites reached, 3 parameters checked, 1/2 static findings reached",
+                         "Found 2 findings (0 high, 0 medium, 2 low)."]
+    assert reporters.runtime_line(dict(rs, harnesses=1, sites_reached=1, parameters_checked=1, static_findings=1)) == (
+        "runtime: 1 harness, 1 site reached, 1 parameter checked, 1/1 static finding reached")
+    # without a summary (check, not confirm) the formats are unchanged
+    assert "runtime: 2 harnesses" not in reporters.render(report, "text")
+    assert "runtime_summary" not in json.loads(reporters.render(report, "json"))
+
+
+def test_runtime_summary_in_json_and_sarif(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parents[1] / "json_output_schema.json").read_text())
+    rs = {"harnesses": 1, "sites_reached": 0, "parameters_checked": 4, "static_findings": 0,
+          "static_findings_reached": 0, "runtime_findings": 0}
+    empty = Report(findings=[], errors=[])
+    data = json.loads(reporters.render(empty, "json", runtime_summary=rs))
+    assert data["runtime_summary"] == rs
+    jsonschema.validate(data, schema)
+    jsonschema.validate(json.loads(reporters.render(empty, "json")), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(dict(data, runtime_summary=dict(rs, sites=1)), schema)
+    sarif = json.loads(reporters.render(empty, "sarif", runtime_summary=rs))
+    assert sarif["runs"][0]["properties"] == {"runtimeSummary": rs}
+    assert "properties" not in json.loads(reporters.render(empty, "sarif"))["runs"][0]
+    assert reporters.render(empty, "text", runtime_summary=rs) == (
+        "runtime: 1 harness, 0 sites reached, 4 parameters checked, 0/0 static findings reached\n"
+        "All checks passed!\n")
+
+
+def test_warns_when_the_monitor_saw_no_site(capsys, monkeypatch):
+    monkeypatch.delenv("PLACEMENT_LINT_QUIET", raising=False)
+    rs = {"harnesses": 2, "sites_reached": 0, "parameters_checked": 5, "static_findings": 0,
+          "static_findings_reached": 0, "runtime_findings": 0}
+    runtime_cli._warn_if_nothing_seen(rs)
+    err = capsys.readouterr().err
+    assert "warning: the monitor saw no DTensor conversion in 2 harness(es)" in err
+    runtime_cli._warn_if_nothing_seen(dict(rs, sites_reached=1))
+    assert capsys.readouterr().err == ""
+
