@@ -510,8 +510,13 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
             elif reference and p.get("matches_reference") is False:
                 worst = max((v for v in (p.get("reference_rel_diff") or {}).values() if isinstance(v, (int, float))),
                             default=None)
+                tol = (f"; tolerance {p['reference_tolerance']} for {p['compute_dtype']} compute"
+                       if p.get("reference_tolerance") is not None else "")
+                scales = list((p.get("reference_scale") or {}).values())
+                uniform = (f", {scales[0][0]:.3g}x the reference on every rank"
+                           if scales and all(v[1] > 0.99 and abs(v[0] - scales[0][0]) < 1e-3 for v in scales) else "")
                 msg = (f"gradient of parameter `{p['name']}` differs from the one-rank reference run "
-                       f"(max rel diff {worst}): a collective is missing or runs twice")
+                       f"(max rel diff {worst}{tol}){uniform}: a collective is missing or runs twice")
                 extra.append(_finding("DTP904", path, line, msg, cwd, p["name"],
                                       {"verdict": "confirmed", "evidence": _param_evidence(p, res)}))
     report.findings.extend(extra)
@@ -522,7 +527,8 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
 def _param_evidence(p: dict, res: dict) -> dict:
     ev = {k: p.get(k) for k in ("name", "placements", "dtype", "mesh_dim", "group_ranks",
                                 "per_rank_grad_norms", "max_rel_diff", "reference_rel_diff",
-                                "matches_reference") if p.get(k) is not None}
+                                "matches_reference", "compute_dtype", "reference_tolerance",
+                                "reference_scale") if p.get(k) is not None}
     ev["harness"] = res.get("harness")
     ev["torch_version"] = res.get("torch")
     return ev

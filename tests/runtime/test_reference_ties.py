@@ -142,7 +142,9 @@ def test_scaled_bias_confirmed_by_reference_and_fix_proven():
     assert rt["verdict"] == "confirmed", rt
     assert rt["evidence"]["parameter"] == "bias" and rt["evidence"]["mesh_dim"] == "tp"
     assert rt["evidence"]["fix_verified"]["verified"], rt["evidence"]["fix_verified"]
-    assert ("DTP904", _line("self.bias = ")) in at
+    dtp904 = at[("DTP904", _line("self.bias = "))]
+    assert "0.5x the reference on every rank" in dtp904["message"]
+    assert "tolerance 0.001 for float32 compute" in dtp904["message"]
     # the fixed twin: identical Partial addends that match the reference are no double count
     assert not [f for f in data["findings"] if f["line"] == _line("LINE_BIAS_FIXED")]
 
