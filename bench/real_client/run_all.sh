@@ -5,10 +5,9 @@
 #
 # BACKEND  gloo | nccl (2 ranks either way)
 # OUTDIR   where the JSON/text reports and the logs go
-# SRC      the folder that holds the `torchtitan` package to analyse. It is also put first on
-#          PYTHONPATH, so the ranks import the very files the static pass read: confirm matches
-#          findings to runtime sites by absolute path (see the README: an installed copy
-#          elsewhere makes every finding `not-reached`).
+# SRC      the folder that holds the `torchtitan` package to analyse. From run 1b on it is also put
+#          first on PYTHONPATH, so the ranks import the very files the static pass read (an
+#          installed byte-identical copy would match as well: see the README).
 # quick    skip the timing repeats (compare.py --repeat 1)
 #
 # Environment: PY (python, default: python3), PL (placement-lint command, default: $PY -m
