@@ -351,6 +351,14 @@ def compute(payloads: list[dict]) -> dict:
                 "tensor and distribute it). Verdicts that rest on ranks agreeing on that dim are "
                 "inconclusive.")
         _downgrade_identical(sites, same)
+        if any("matches_reference" in p for p in params):
+            # the parallel model did not get its shards of one global init, so it is not the
+            # model the one-rank reference built: every comparison with it would be noise
+            warnings.append("--reference comparisons skipped: with identical shards the parallel model "
+                            "is not the model the one-rank reference run built")
+            for p in params:
+                if p.pop("matches_reference", None) is not None:
+                    p["reference_skipped"] = "identical shards"
     _tie_to_reference(sites, params, {sid: next(iter(by_site[sid].values())).get("mesh") for sid in order})
     out = {
         "world_size": world,

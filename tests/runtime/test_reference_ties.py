@@ -51,6 +51,16 @@ def test_identical_shards_downgrade_double_count_and_warn():
 
 
 @pure
+def test_identical_shards_void_the_reference_comparison():
+    shard = [0.3, -1.2, 0.7, 2.0]
+    res = verdicts.compute([_payload(r, value=list(shard), ref_rel=0.7, ref_scale=(0.4, 0.8), params_at_site=())
+                            for r in (0, 1)])
+    p = res["params"][0]
+    assert "matches_reference" not in p and p["reference_skipped"] == "identical shards"
+    assert any("--reference comparisons skipped" in w for w in res["warnings"])
+
+
+@pure
 def test_distinct_or_constant_shards_keep_the_verdict():
     distinct = verdicts.compute([_payload(0, value=[0.3, -1.2, 0.7, 2.0], params_at_site=()),
                                  _payload(1, value=[1.1, 0.2, -0.5, 0.9], params_at_site=())])
