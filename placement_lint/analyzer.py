@@ -26,9 +26,13 @@ from placement_lint import api
 ANY = "?"  # placement letter for "unknown"
 
 
+def _is_torch_name(q: str) -> bool:
+    """torch itself: `torch` or `torch.*` (not torchtitan, torchao, torchvision...)."""
+    return q == "torch" or q.startswith("torch.")
+
+
 # ----------------------------------------------------------------------------------------------
 # Abstract values
-# ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class V:
     """Abstract value. Unknown is the default: every field empty."""
@@ -436,7 +440,7 @@ class FileAnalyzer:
             q = self.qualify(b.value) or ""
             bases.append(q)
             key = self.api_key(b.value)
-            if key in api.STYLE_BASES and (q.startswith("torch") or q == key or "." in q):
+            if key in api.STYLE_BASES and (_is_torch_name(q) or q == key or "." in q):
                 torch_style = True
             if key in api.AUTOGRAD_FUNCTION_BASES and ("autograd" in q or q == key):
                 autograd_fn = True
@@ -836,7 +840,7 @@ class FileAnalyzer:
         if isinstance(func, cst.Attribute):
             # evaluate the receiver only when it is an expression, not a module path like torch.nn
             q = self.qualify(func.value)
-            if q is None or not (q.split(".")[0] in self.imports.values() or q.startswith("torch") or q.split(".")[0] in ("F", "nn", "dist", "os")):
+            if q is None or not (q.split(".")[0] in self.imports.values() or _is_torch_name(q) or q.split(".")[0] in ("F", "nn", "dist", "os")):
                 recv = self.expr(func.value, scope)
         elif not isinstance(func, cst.Name):
             self.expr(func, scope)
@@ -920,13 +924,16 @@ class FileAnalyzer:
         return self.unknown_call(node, scope, args, kwargs, key)
 
     def torch_or_unresolved(self, func: cst.BaseExpression) -> bool:
-        """A name that is torch's, or not imported at all (star imports): not another library's."""
+        """A local_map entry point from torch or a library known to wrap it (api.LOCAL_MAP_PACKAGES),
+        or a name not imported at all (star imports): not another library's."""
         head = (dotted(func) or "").split(".", 1)[0]
-        return head not in self.imports or self.imports[head].startswith("torch")
+        if head not in self.imports:
+            return True
+        root = self.imports[head].split(".", 1)[0]
+        return root in api.LOCAL_MAP_PACKAGES
 
     def is_torch(self, func: cst.BaseExpression) -> bool:
-        q = self.qualify(func) or ""
-        return q.startswith("torch")
+        return _is_torch_name(self.qualify(func) or "")
 
     def torch_op(self, key: str, args: list[V], kwargs: dict[str, V], node: cst.Call) -> V:
         operands = [*args, *kwargs.values()]

@@ -57,6 +57,9 @@ STYLE_BASES = {"ParallelStyle", *STYLES, *STYLE_ALIASES}
 #: positional order of local_map's parameters
 LOCAL_MAP_PARAMS = ("func", "out_placements", "in_placements", "in_grad_placements", "device_mesh")
 LOCAL_MAP_NAMES = {"local_map", "LocalMapConfig"}
+#: top-level packages whose `local_map`/`LocalMapConfig` are torch's local_map or a wrapper of it
+#: with the same in_grad_placements contract (torchtitan's module protocol)
+LOCAL_MAP_PACKAGES = {"torch", "torchtitan"}
 
 # --- Rank values ---------------------------------------------------------------------------------
 #: functions returning this process's rank (resolved through imports: dist.get_rank, ...)

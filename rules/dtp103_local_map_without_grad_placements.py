@@ -64,6 +64,15 @@ class LocalMapWithoutGradPlacements(Rule):
             """,
             "decorator form, in_grad_placements absent",
         ),
+        Example(
+            """
+            from torchtitan.protocols.module import LocalMapConfig
+
+            def embedding_config(config):
+                config.tok_embeddings.sharding_config = LocalMapConfig(in_grad_placements=None)  # expect: DTP103 low
+            """,
+            "torchtitan's LocalMapConfig: the same in_grad_placements contract as local_map",
+        ),
     ]
     VALID = [
         Example(
@@ -94,6 +103,14 @@ class LocalMapWithoutGradPlacements(Rule):
                 return x * 2
             """,
             "another library's local_map (spmd_types), whose types fix the backward",
+        ),
+        Example(
+            """
+            from torchaudio_like.configs import LocalMapConfig
+
+            cfg = LocalMapConfig(in_grad_placements=None)
+            """,
+            "a LocalMapConfig from a library that is not torch or torchtitan (not `torch` by prefix)",
         ),
     ]
 

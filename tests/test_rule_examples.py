@@ -44,3 +44,12 @@ def test_example(rule, kind, i, example, lint_files):
         # VALID: nothing at the default threshold (low findings are allowed: they are not shown)
         shown = [g for g in got if g[3] in ("high", "medium")]
         assert shown == []
+
+
+def test_local_map_config_of_other_libraries_is_not_torch(lint_files):
+    """`torchaudio_like` starts with "torch" but is not torch: its LocalMapConfig is not local_map's
+    (a VALID example may still carry low findings, so this checks every confidence)."""
+    src = "from {pkg}.configs import LocalMapConfig\n\ncfg = LocalMapConfig(in_grad_placements=None)\n"
+    for pkg, flagged in (("torchaudio_like", False), ("torchtitan.protocols", True)):
+        report = lint_files({"m.py": src.format(pkg=pkg)}, min_confidence="low")
+        assert any(f.code == "DTP103" for f in report.findings) is flagged, pkg
