@@ -495,7 +495,9 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
                    f"but is labelled Replicate ({s['verdict']}); pass grad_placements=(Partial(),)")
         else:
             continue  # slices and from_local symptoms: their cause is reported at an exit
-        extra.append(_finding(code, s["path"], s["line"], msg, cwd, s.get("function", ""),
+        # reported in the analysed copy when the ranks ran a byte-identical one (review bots
+        # annotate the files they were given)
+        extra.append(_finding(code, paths.canon(s["path"]), s["line"], msg, cwd, s.get("function", ""),
                               {"verdict": s["verdict"], "evidence": dict(s["evidence"], harness=s.get("harness"))}))
     for res in results:
         for p in res.get("params", []):

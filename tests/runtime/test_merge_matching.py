@@ -393,3 +393,13 @@ def test_warns_when_the_monitor_saw_no_site(capsys, monkeypatch):
     runtime_cli._warn_if_nothing_seen(dict(rs, sites_reached=1))
     assert capsys.readouterr().err == ""
 
+
+
+def test_unflagged_site_in_an_identical_copy_is_reported_in_the_analysed_copy(tmp_path):
+    """A DTP903 at a line the static pass did not flag lands in the file the user analysed (the
+    one a review bot annotates), not in the installed copy the ranks ran."""
+    analysed = package(tmp_path / "checkout" / "src")
+    installed = package(tmp_path / "venv" / "site-packages")
+    report = Report(findings=[finding(analysed)], errors=[])
+    merge.merge(report, results_for(site(installed), site(installed, line=LINE + 1)), str(tmp_path))
+    assert ("DTP903", str(analysed.relative_to(tmp_path)), LINE + 1, "confirmed") in verdicts(report)
