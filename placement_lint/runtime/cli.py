@@ -57,6 +57,9 @@ def _py_files(paths: list[str]) -> list[Path]:
 @click.option("--backend", type=click.Choice(["auto", "nccl", "gloo", "sim"]), default="auto", show_default=True,
               help="auto: nccl when there is a CUDA device per rank, else gloo; sim: one process, simulated ranks.")
 @click.option("--reference", is_flag=True, help="Also compare parameter gradients with a one-rank run of the harness.")
+@click.option("--reference-rtol", type=click.FloatRange(min=0.0, min_open=True), metavar="R",
+              help="Relative tolerance of --reference (default: from the lowest precision the model "
+                   "computed in: 1e-3 fp32, 0.05 fp16, 0.1 bf16).")
 @click.option("--verify-fix", is_flag=True, help="Rerun with the fix injected at each confirmed site and prove it.")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds before the run is killed.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
@@ -68,7 +71,7 @@ def _py_files(paths: list[str]) -> list[Path]:
 @click.option("--master-addr", help="torchrun --master-addr.")
 @click.option("--master-port", type=int, help="torchrun --master-port.")
 @click.option("--keep-dir", type=click.Path(file_okay=False), help="Keep launch files (spec, logs, results) here.")
-def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fmt, output_file, config_path,
+def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_fix, timeout, fmt, output_file, config_path,
             nnodes, node_rank, rdzv_endpoint, master_addr, master_port, keep_dir) -> int:
     """Run the static pass over PATHS, then the harness on NPROC ranks, and give every finding a
     runtime verdict: confirmed, refuted, double-count, mixed, inconclusive or not-reached."""
@@ -114,7 +117,10 @@ def confirm(paths, harnesses, nproc, backend, reference, verify_fix, timeout, fm
                          rdzv_endpoint=rdzv_endpoint, master_addr=master_addr, master_port=master_port,
                          keep_dir=keep_dir)
     work = keep_dir or tempfile.mkdtemp(prefix="placement-lint-ref-")
-    base_spec = {"harnesses": list(harnesses), "cwd": cwd, "mode": "check", "watch": watch}
+    if reference_rtol is not None and not (reference or verify_fix):
+        raise UsageError("--reference-rtol needs --reference (or --verify-fix, which runs the reference)")
+    base_spec = {"harnesses": list(harnesses), "cwd": cwd, "mode": "check", "watch": watch,
+                 "reference_rtol": reference_rtol}
 
     ref_files: dict[str, str] = {}
     if reference or verify_fix:

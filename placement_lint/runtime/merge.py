@@ -512,8 +512,9 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
             elif reference and p.get("matches_reference") is False:
                 worst = max((v for v in (p.get("reference_rel_diff") or {}).values() if isinstance(v, (int, float))),
                             default=None)
-                tol = (f"; tolerance {p['reference_tolerance']} for {p['compute_dtype']} compute"
-                       if p.get("reference_tolerance") is not None else "")
+                tol = ("" if p.get("reference_tolerance") is None else
+                       f"; tolerance {p['reference_tolerance']} (--reference-rtol)" if p.get("tolerance_source") else
+                       f"; tolerance {p['reference_tolerance']} for {p['compute_dtype']} compute")
                 scales = list((p.get("reference_scale") or {}).values())
                 uniform = (f", {scales[0][0]:.3g}x the reference on every rank"
                            if scales and all(v[1] > 0.99 and abs(v[0] - scales[0][0]) < 1e-3 for v in scales) else "")
@@ -529,7 +530,7 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
 def _param_evidence(p: dict, res: dict) -> dict:
     ev = {k: p.get(k) for k in ("name", "placements", "dtype", "mesh_dim", "group_ranks",
                                 "per_rank_grad_norms", "max_rel_diff", "reference_rel_diff",
-                                "matches_reference", "compute_dtype", "reference_tolerance",
+                                "matches_reference", "compute_dtype", "reference_tolerance", "tolerance_source",
                                 "reference_scale") if p.get(k) is not None}
     ev["harness"] = res.get("harness")
     ev["torch_version"] = res.get("torch")

@@ -439,7 +439,7 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
         if guard.hits:  # the harness swallowed the SimRankQuery
             return guard.message()
         if mode == "check":
-            res = compute(split_payload(payload, world))
+            res = compute(split_payload(payload, world), spec.get("reference_rtol"))
             if isinstance(model, torch.nn.Module):
                 for p in res["params"]:
                     if p.get("status") == "diverging" or p.get("matches_reference") is False:

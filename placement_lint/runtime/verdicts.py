@@ -238,7 +238,7 @@ def judge_site(per_rank: dict[int, dict], world_size: int, torch_version: str,
     return {"verdict": verdict, "evidence": ordered}
 
 
-def judge_params(payloads: list[dict]) -> list[dict]:
+def judge_params(payloads: list[dict], reference_rtol: float | None = None) -> list[dict]:
     """DTP901 candidates: replicated DTensor parameters whose gradients differ across ranks; with
     a reference, whether each parameter's gradient matches the one-rank run's."""
     out = []
@@ -258,9 +258,11 @@ def judge_params(payloads: list[dict]) -> list[dict]:
         if refs:
             entry["reference_rel_diff"] = {k: _round(v) for k, v in refs.items()}
             cdt = compute_dtype(first.get("dtype") or "", low)
-            tol = ref_rtol(cdt)
+            tol = ref_rtol(cdt) if reference_rtol is None else reference_rtol
             entry["compute_dtype"] = cdt
             entry["reference_tolerance"] = tol
+            if reference_rtol is not None:
+                entry["tolerance_source"] = "--reference-rtol"
             entry["matches_reference"] = all(v is not None and v <= tol for v in refs.values())
             scales = {str(r): e.get("ref_scale") for r, e in per_rank.items() if e.get("ref_scale")}
             if scales:
@@ -308,8 +310,9 @@ def judge_params(payloads: list[dict]) -> list[dict]:
     return out
 
 
-def compute(payloads: list[dict]) -> dict:
-    """All verdicts of one harness run, from every rank's payload (in rank order)."""
+def compute(payloads: list[dict], reference_rtol: float | None = None) -> dict:
+    """All verdicts of one harness run, from every rank's payload (in rank order).
+    reference_rtol: `--reference-rtol`, replacing the tolerance picked from the compute dtype."""
     payloads = sorted(payloads, key=lambda p: p["rank"])
     world = len(payloads)
     torch_version = payloads[0].get("torch", "")
@@ -339,7 +342,7 @@ def compute(payloads: list[dict]) -> dict:
             "params": any_site.get("params") or [],
             **res,
         })
-    params = judge_params(payloads)
+    params = judge_params(payloads, reference_rtol)
     warnings: list[str] = []
     same = identical_shards(payloads)
     if same:

@@ -145,7 +145,7 @@ def run(spec: dict) -> int:
                 progress(f"{h}: gathering (all_gather_object)")
                 payloads = gather(payload)
                 if rank == 0:
-                    res = compute(payloads)
+                    res = compute(payloads, spec.get("reference_rtol"))
                     if isinstance(model, torch.nn.Module):
                         from placement_lint.runtime.monitor import param_location
 

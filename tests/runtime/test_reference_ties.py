@@ -173,3 +173,30 @@ def test_identical_shards_on_a_real_mesh():
     assert s_same["verdict"] == "inconclusive" and s_same["evidence"]["downgraded_from"] == "double-count"
     assert any("same values on every rank" in w for w in same["warnings"])
     assert s_distinct["verdict"] == "refuted" and not distinct.get("warnings")
+
+
+@pure
+def test_reference_rtol_overrides_the_precision_tolerance():
+    res = verdicts.compute([_payload(r, placements=("R",), ref_rel=4e-3, params_at_site=()) for r in (0, 1)],
+                           reference_rtol=1e-2)
+    p = res["params"][0]
+    assert p["matches_reference"] is True and p["reference_tolerance"] == 1e-2
+    assert p["tolerance_source"] == "--reference-rtol"
+
+
+def test_reference_rtol_needs_the_reference():
+    proc = run_cli(["confirm", PROG, "--harness", f"{PROG}:scaled_bias", "--reference-rtol", "0.2"])
+    assert proc.returncode == 2 and "--reference-rtol needs --reference" in proc.stderr
+    proc = run_cli(["confirm", PROG, "--harness", f"{PROG}:scaled_bias", "--reference", "--reference-rtol", "-1"])
+    assert proc.returncode == 2 and "--reference-rtol" in proc.stderr
+
+
+@pytest.mark.multiprocess
+def test_reference_rtol_reaches_the_ranks():
+    """A tolerance above the planted 1/2 gradient hides it: the flag travels to the verdicts."""
+    proc = run_cli(["confirm", PROG, "--harness", f"{PROG}:scaled_bias", "--nproc", "2", "--backend", "gloo",
+                    "--reference", "--reference-rtol", "0.6", "--format", "json", "--timeout", "180"])
+    data = json.loads(proc.stdout)
+    assert not [f for f in data["findings"] if f["code"] == "DTP904"], data["findings"]
+    site = next(f for f in data["findings"] if f["line"] == _line("LINE_SCALED_BIAS"))
+    assert site["runtime"]["verdict"] == "refuted"
