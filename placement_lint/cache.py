@@ -1,6 +1,8 @@
 """Content-hash cache of per-file facts. Facts are a pure function of a file's bytes, so the key
-is the bytes' hash plus the tool and facts versions; config is applied after facts, so it is not
-part of the key. Writes are atomic (temp file + rename), so concurrent runs are safe."""
+is the bytes' hash plus the tool and facts versions and the facts mode; config is applied after
+facts, so it is not part of the key, except where it picks the mode (a medium-or-high threshold
+selects facts.SKIP_TEST_RANK modes, a low one the full ones: neither is served for the other).
+Writes are atomic (temp file + rename), so concurrent runs are safe."""
 
 from __future__ import annotations
 

@@ -153,12 +153,19 @@ def lint(
         if is_candidate:
             candidates.append(shown)
 
+    # a run that reports only medium and high findings need not select rank-only test functions:
+    # the analyzer reports their rank slices at low (regions.select_blocks, skip_test_rank)
+    # (imported only when a file is a candidate: a run over token-less files needs no facts code)
+    skip = ""
+    if candidates and getattr(config, "min_confidence", Confidence.MEDIUM) >= Confidence.MEDIUM:
+        from placement_lint.facts import SKIP_TEST_RANK as skip
+
     def analyse(paths: Iterable[str], mode: str) -> None:
         items = [(p, sources[p], mode) for p in paths]
         for (p, _, _), f in zip(items, store.facts_for(items)):
             facts[p] = f
 
-    analyse(candidates, "")
+    analyse(candidates, skip)  # mode "" or SKIP_TEST_RANK
 
     from placement_lint.index import ProjectIndex
 
@@ -189,9 +196,9 @@ def lint(
     # hooks those findings point to); then the rules run again on positioned facts.
     first = list(run_rules(index, config, suppress=False)) if facts else []
     need = {f.path for f in first} | {path for fqn in index.leaky_styles() for path in [index.classes[fqn][0]]}
-    need = {p for p in need if facts[p].get("mode") == ""}
+    need = {p for p in need if facts[p].get("mode") in ("", skip)}
     if need:
-        analyse(sorted(need), "positions")
+        analyse(sorted(need), "positions" + skip)
         index = ProjectIndex(facts)
         index.count_style_uses()
 

@@ -15,17 +15,33 @@ FACTS_VERSION = 2
 EMPTY: dict[str, Any] = {"sites": [], "classes": [], "suppressions": {}, "parsed": False, "mode": "full", "error": None}
 
 
+#: suffix of the region modes for a run whose threshold is medium or high: rank-only test
+#: functions are not selected (regions.select_blocks(skip_test_rank=True); the rank slices they
+#: could hold are low). Part of the mode string, so of the cache key: facts computed with and
+#: without it are never served for each other.
+SKIP_TEST_RANK = "/skip-test-rank"
+
 #: analysis modes. "" (the first pass): relevant regions only, no positions (computing them costs a
 #: code-generating pass per block, and most files have no finding). "positions": the same, with
 #: positions for every site a rule reads, for files that have findings. "full": the whole file,
 #: every position, for files that apply a project ParallelStyle by name (no static token can
-#: announce those, and the applying code may sit in a region the first pass dropped).
-MODES = ("", "positions", "full")
+#: announce those, and the applying code may sit in a region the first pass dropped); it selects
+#: no regions, so it has no SKIP_TEST_RANK variant.
+MODES = ("", "positions", "full", SKIP_TEST_RANK, "positions" + SKIP_TEST_RANK)
+
+
+def base_mode(mode: str) -> str:
+    """The mode without SKIP_TEST_RANK: "", "positions" or "full"."""
+    return mode.removesuffix(SKIP_TEST_RANK)
 
 
 def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
     """Facts of one file in one of `MODES`."""
-    force = mode == "full"
+    if mode not in MODES:
+        raise ValueError(f"unknown facts mode {mode!r}")
+    skip_test_rank = mode.endswith(SKIP_TEST_RANK)
+    mode_base = base_mode(mode)
+    force = mode_base == "full"
     if not force and not prefilter.might_match(data):
         return EMPTY
     try:
@@ -43,7 +59,7 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
         try:
             # each relevant top-level block parsed on its own: positions are then computed only
             # for the blocks that hold a site, never by code-generating the whole module
-            blocks = [(start, cst.parse_module(src), members) for start, src, members in select_blocks(text)]
+            blocks = [(start, cst.parse_module(src), members) for start, src, members in select_blocks(text, skip_test_rank)]
         except cst.ParserSyntaxError:
             blocks = None  # a split inside a string or bracket: parse the real text
     try:
@@ -54,7 +70,7 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
         return {**EMPTY, "parsed": True, "error": {"line": exc.raw_line, "column": exc.raw_column + 1, "message": f"could not parse: {first}"}}
     except (RecursionError, MemoryError) as exc:  # pathological nesting: report, don't crash
         return {**EMPTY, "parsed": True, "error": {"line": 1, "column": 1, "message": f"could not parse: {type(exc).__name__}"}}
-    result = analyze_blocks(blocks, positions="all" if force else "sites" if mode == "positions" else "none")
+    result = analyze_blocks(blocks, positions="all" if force else "sites" if mode_base == "positions" else "none")
     result["suppressions"] = scan(text)
     result["parsed"] = True
     result["mode"] = mode

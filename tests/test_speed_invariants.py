@@ -23,9 +23,30 @@ from placement_lint.findings import Confidence
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 
+#: test code whose only trigger is a rank: its rank slices are low, so a run at the default
+#: threshold does not select these functions (facts mode SKIP_TEST_RANK)
+RANK_ONLY_TESTS = b"""import torch.distributed as dist
+
+
+class TestRanks:
+    def test_rows(self, x, n):
+        r = dist.get_rank()
+        return x[r * n:(r + 1) * n]
+
+    def _test_narrow(self, x):
+        return x.narrow(0, dist.get_rank(), 1)
+
+
+def test_top_level(x):
+    rank = dist.get_rank()
+    return x[rank:rank + 1]
+"""
+
 # Files that make the tree exercise every path: a parse error (DTP000), undecodable bytes, a
-# file with no trigger token, and a file that applies a project style by name only (phase two).
+# file with no trigger token, a file that applies a project style by name only (phase two), and
+# rank-only test code (skipped at the default threshold).
 EXTRA = {
+    "test_ranks.py": RANK_ONLY_TESTS,
     "broken.py": b"def f(:\n    x.to_local()\n",
     "latin.py": b"x = '\xe9'  # to_local\n",
     "plain.py": b"import os\n\n\ndef g(a):\n    return [a[i] for i in range(3)]\n" * 20,
@@ -44,10 +65,11 @@ def canonical(report) -> str:
     return json.dumps(data, sort_keys=True, indent=1)
 
 
-def run_lint(root: Path, monkeypatch, *, jobs: int | None, use_cache: bool, cache_dir: Path | None = None):
+def run_lint(root: Path, monkeypatch, *, jobs: int | None, use_cache: bool, cache_dir: Path | None = None,
+             min_confidence: Confidence = Confidence.LOW):
     monkeypatch.chdir(root)
     config = load_config(root)
-    config.min_confidence = Confidence.LOW  # compare everything the engine produces
+    config.min_confidence = min_confidence  # by default LOW: compare everything the engine produces
     return engine.lint([root], config, jobs=jobs, use_cache=use_cache, cache_dir=cache_dir, cwd=root)
 
 
@@ -119,21 +141,25 @@ class FactsSpy:
         monkeypatch.setattr(facts_mod, "file_facts", counting)
 
 
-def all_modes(root: Path, tmp_path: Path, monkeypatch) -> dict[str, str]:
+def all_modes(root: Path, tmp_path: Path, monkeypatch, min_confidence: Confidence = Confidence.LOW) -> dict[str, str]:
     cache = tmp_path / "cache"
     pool = PoolSpy(monkeypatch)
+
+    def run(**kw) -> str:
+        return canonical(run_lint(root, monkeypatch, min_confidence=min_confidence, **kw))
+
     out = {
-        "cold jobs=1": canonical(run_lint(root, monkeypatch, jobs=1, use_cache=False)),
-        "cold jobs=2": canonical(run_lint(root, monkeypatch, jobs=2, use_cache=False)),
-        "cold auto jobs": canonical(run_lint(root, monkeypatch, jobs=None, use_cache=False)),
+        "cold jobs=1": run(jobs=1, use_cache=False),
+        "cold jobs=2": run(jobs=2, use_cache=False),
+        "cold auto jobs": run(jobs=None, use_cache=False),
     }
     pools_cold = pool.created
-    out["fill cache jobs=2"] = canonical(run_lint(root, monkeypatch, jobs=2, use_cache=True, cache_dir=cache))
-    out["warm jobs=2"] = canonical(run_lint(root, monkeypatch, jobs=2, use_cache=True, cache_dir=cache))
-    out["warm jobs=1"] = canonical(run_lint(root, monkeypatch, jobs=1, use_cache=True, cache_dir=cache))
+    out["fill cache jobs=2"] = run(jobs=2, use_cache=True, cache_dir=cache)
+    out["warm jobs=2"] = run(jobs=2, use_cache=True, cache_dir=cache)
+    out["warm jobs=1"] = run(jobs=1, use_cache=True, cache_dir=cache)
     cache2 = tmp_path / "cache-jobs1"
-    out["fill cache jobs=1"] = canonical(run_lint(root, monkeypatch, jobs=1, use_cache=True, cache_dir=cache2))
-    out["warm (filled by jobs=1) jobs=2"] = canonical(run_lint(root, monkeypatch, jobs=2, use_cache=True, cache_dir=cache2))
+    out["fill cache jobs=1"] = run(jobs=1, use_cache=True, cache_dir=cache2)
+    out["warm (filled by jobs=1) jobs=2"] = run(jobs=2, use_cache=True, cache_dir=cache2)
     assert pools_cold >= 1, "jobs=2 must actually start a worker pool on this tree"
     return out
 
@@ -167,6 +193,17 @@ def test_generated_tree_identical_across_cache_and_workers(gen_tree, tmp_path, m
                 and not f["path"].startswith(("variant0/negatives", "variant0/moe_router_fixed")))
     v1 = sorted((f["path"].split("/", 1)[1], f["line"] - 2, f["code"]) for f in data["findings"] if f["path"].startswith("variant1/"))
     assert v0 == v1
+
+
+def test_generated_tree_identical_across_cache_and_workers_at_default_threshold(gen_tree, tmp_path, monkeypatch):
+    """The same at medium (the default), where the first and positions passes skip rank-only
+    test functions; and what it reports is exactly the low run's medium-and-high findings."""
+    results = all_modes(gen_tree, tmp_path, monkeypatch, min_confidence=Confidence.MEDIUM)
+    assert_all_equal(results)
+    low = json.loads(canonical(run_lint(gen_tree, monkeypatch, jobs=1, use_cache=False)))
+    medium = json.loads(results["cold jobs=1"])
+    assert medium["findings"] == [f for f in low["findings"] if f["confidence"] != "low"]
+    assert any(f["path"] == "test_ranks.py" for f in low["findings"])
 
 
 def test_warm_run_parses_nothing(gen_tree, tmp_path, monkeypatch):
@@ -262,3 +299,248 @@ def test_wrong_shape_cache_entry_is_recomputed(gen_tree, tmp_path, monkeypatch, 
     for e in cache.glob("*.json"):
         e.write_bytes(content)
     assert canonical(run_lint(gen_tree, monkeypatch, jobs=1, use_cache=True, cache_dir=cache)) == ref
+
+
+# -- rank-only test code at the default threshold (facts mode SKIP_TEST_RANK) ----------------------
+
+
+class ParseSpy:
+    """The texts handed to LibCST's parser in this process (jobs=1)."""
+
+    def __init__(self, monkeypatch):
+        import libcst
+
+        self.texts: list[str] = []
+        real = libcst.parse_module
+
+        def spying(source, *a, **k):
+            self.texts.append(source)
+            return real(source, *a, **k)
+
+        monkeypatch.setattr(libcst, "parse_module", spying)
+
+    def parsed(self, needle: str) -> bool:
+        return any(needle in t for t in self.texts)
+
+
+def _findings(report) -> list[tuple[str, int, str, str]]:
+    return [(f.path, f.line, f.code, str(f.confidence)) for f in report.findings]
+
+
+def test_rank_only_test_code_is_not_parsed_at_default_threshold(tmp_path, monkeypatch):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "test_ranks.py").write_bytes(RANK_ONLY_TESTS)
+    spy = ParseSpy(monkeypatch)
+    medium = run_lint(root, monkeypatch, jobs=1, use_cache=False, min_confidence=Confidence.MEDIUM)
+    assert medium.findings == [] and medium.files_parsed == 1  # its imports are still parsed
+    assert spy.texts and not spy.parsed("def test_") and not spy.parsed("def _test_")
+
+    spy.texts.clear()
+    low = run_lint(root, monkeypatch, jobs=1, use_cache=False)
+    assert spy.parsed("def test_rows") and spy.parsed("def _test_narrow") and spy.parsed("def test_top_level")
+    assert _findings(low) == [
+        ("test_ranks.py", 7, "DTP201", "low"),
+        ("test_ranks.py", 10, "DTP201", "low"),
+        ("test_ranks.py", 15, "DTP201", "low"),
+    ]
+
+
+def test_cache_never_serves_skipped_facts_to_a_low_run_or_back(tmp_path, monkeypatch):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "test_ranks.py").write_bytes(RANK_ONLY_TESTS)
+    cache = tmp_path / "cache"
+    spy = ParseSpy(monkeypatch)
+
+    def run(conf: Confidence):
+        spy.texts.clear()
+        return run_lint(root, monkeypatch, jobs=1, use_cache=True, cache_dir=cache, min_confidence=conf)
+
+    assert run(Confidence.MEDIUM).findings == []  # fills the skip-mode entry
+    low = run(Confidence.LOW)  # must not take it: parses the test functions and reports them
+    assert spy.parsed("def test_rows") and len(low.findings) == 3
+    assert run(Confidence.MEDIUM).findings == [] and spy.texts == []  # warm, its own entry
+    assert _findings(run(Confidence.LOW)) == _findings(low) and spy.texts == []  # warm too
+    # one entry per mode for the same bytes: the low run's first and positions passes, the
+    # medium run's first pass (it has no finding, so no positions pass)
+    modes = sorted(json.loads(e.read_bytes())["mode"] for e in cache.glob("*.json"))
+    assert modes == ["", facts_mod.SKIP_TEST_RANK, "positions"]
+
+
+def test_facts_modes():
+    skipped = facts_mod.file_facts(RANK_ONLY_TESTS, facts_mod.SKIP_TEST_RANK)
+    full = facts_mod.file_facts(RANK_ONLY_TESTS, "")
+    assert skipped["mode"] == facts_mod.SKIP_TEST_RANK and skipped["sites"] == []
+    assert [s["kind"] for s in full["sites"]] == ["rank_slice"] * 3
+    assert facts_mod.file_facts(RANK_ONLY_TESTS, "positions" + facts_mod.SKIP_TEST_RANK)["sites"] == []
+    assert facts_mod.base_mode("positions" + facts_mod.SKIP_TEST_RANK) == "positions"
+    with pytest.raises(ValueError):
+        facts_mod.file_facts(RANK_ONLY_TESTS, "full" + facts_mod.SKIP_TEST_RANK)
+
+
+def test_test_function_prefixes_are_the_rules_test_code(tmp_path, monkeypatch):
+    """regions.TEST_FUNCTION_PREFIXES must name exactly what DTP201 demotes to low as test code
+    (the skip relies on it): a slice in a function so named is low, in any other medium."""
+    from placement_lint.regions import TEST_FUNCTION_PREFIXES
+
+    names = [p + "x" for p in TEST_FUNCTION_PREFIXES] + ["check_x", "x_test_", "mytest_x", "testx", "Test_x"]
+    root = tmp_path / "proj"
+    root.mkdir()
+    body = "".join(f"\n\ndef {n}(h, k):\n    r = dist.get_rank()\n    return h[r * k:(r + 1) * k]\n" for n in names)
+    (root / "prefixes.py").write_text("import torch.distributed as dist\n" + body)
+    report = run_lint(root, monkeypatch, jobs=1, use_cache=False)
+    got = {f.symbol: str(f.confidence) for f in report.findings}
+    assert got == {n: ("low" if n.startswith(TEST_FUNCTION_PREFIXES) else "medium") for n in names}
+    assert list(got.values()).count("low") == len(TEST_FUNCTION_PREFIXES)
+
+
+#: test functions that must NOT be skipped: each holds, or changes elsewhere, a finding at medium
+#: or high (a skip that only checked the name would get every one of them wrong; checked below)
+HAZARDS = {
+    # a test method slicing an nn.Parameter attribute: high, even in test code
+    "h_param_attr.py": """
+        import torch
+        import torch.distributed as dist
+        from torch import nn
+
+
+        class TestShard(nn.Module):
+            def __init__(self, n):
+                super().__init__()
+                self.weight = nn.Parameter(torch.randn(4 * n, 8))
+
+            def test_slice(self, n):
+                r = dist.get_rank()
+                return self.weight[r * n:(r + 1) * n]
+        """,
+    # a module-level Parameter sliced in a test function
+    "h_param_global.py": """
+        import torch
+        import torch.distributed as dist
+        from torch import nn
+
+        W = nn.Parameter(torch.randn(16, 8))
+
+
+        def test_slice(n):
+            r = dist.get_rank()
+            return W[r * n:(r + 1) * n]
+        """,
+    # a nested def: its symbol (test_outer.inner) is not test code
+    "h_nested.py": """
+        import torch.distributed as dist
+
+
+        def test_outer(x, n):
+            def inner(h):
+                r = dist.get_rank()
+                return h[r * n:(r + 1) * n]
+
+            return inner(x)
+        """,
+    # a top-level function's decorator is evaluated in the module scope
+    "h_decorator.py": """
+        import torch.distributed as dist
+
+        X = make_tensor()
+
+
+        @register(X[dist.get_rank() * 4:])
+        def test_decorated(n):
+            r = dist.get_rank()
+            return n[r:r + 1]
+        """,
+    # a class attribute set in a test method, read by a later method
+    "h_selfattr.py": """
+        import torch.distributed as dist
+        from torch import nn
+
+
+        class Block(nn.Module):
+            def test_setup(self, x):
+                self.r = dist.get_rank()
+                return x[self.r:self.r + 1]
+
+            def forward(self, h, n):
+                return h[self.r * n:(self.r + 1) * n]
+        """,
+    # from_local(..., [Shard]) of a module-level rank slice: that slice is a manual distribute
+    "h_from_local.py": """
+        import torch.distributed as dist
+        from torch.distributed.tensor import DTensor, Shard
+
+        r = dist.get_rank()
+        PART = compute()[r * 4:(r + 1) * 4]
+
+
+        def test_rewrap(mesh, x):
+            w = DTensor.from_local(PART, mesh, [Shard(0)])
+            return x[r:r + 1]
+        """,
+    # a syntax error in the test: the file's DTP000
+    "h_syntax.py": """
+        import torch.distributed as dist
+
+
+        class TestBroken:
+            def test_broken(self, x):
+                r = dist.get_rank()
+                return x[r:r + 1] +
+        """,
+}
+
+
+def _hazard_tree(tmp_path: Path) -> Path:
+    import textwrap
+
+    root = tmp_path / "hazards"
+    root.mkdir()
+    for name, src in HAZARDS.items():
+        (root / name).write_text(textwrap.dedent(src).lstrip())
+    (root / "test_ranks.py").write_bytes(RANK_ONLY_TESTS)
+    return root
+
+
+def test_skip_keeps_every_finding_at_default_threshold(tmp_path, monkeypatch):
+    root = _hazard_tree(tmp_path)
+    low = run_lint(root, monkeypatch, jobs=1, use_cache=False)
+    medium = run_lint(root, monkeypatch, jobs=1, use_cache=False, min_confidence=Confidence.MEDIUM)
+    assert _findings(medium) == [f for f in _findings(low) if f[3] != "low"]
+    # every hazard but from_local (which suppresses a finding) has its medium-or-high finding
+    assert {f[0] for f in _findings(medium)} == set(HAZARDS) - {"h_from_local.py"}
+
+
+def test_hazards_are_real(tmp_path, monkeypatch):
+    """Skipping every test function by name alone would change each hazard's findings: each
+    condition of regions._skippable_test is needed."""
+    from placement_lint import regions
+
+    root = _hazard_tree(tmp_path)
+    ref = _findings(run_lint(root, monkeypatch, jobs=1, use_cache=False, min_confidence=Confidence.MEDIUM))
+
+    def by_name_only(lines, s, e, text, skip, param_attrs, method):
+        header = next((i for i in range(s, e) if regions._DEF.match(lines[i].lstrip())), -1)
+        return header >= 0 and bool(regions._TEST_DEF.match(lines[header].lstrip()))
+
+    monkeypatch.setattr(regions, "_skippable_test", by_name_only)
+    monkeypatch.setattr(regions, "_parses", lambda lines, ranges: True)
+    naive = _findings(run_lint(root, monkeypatch, jobs=1, use_cache=False, min_confidence=Confidence.MEDIUM))
+    changed = {f[0] for f in set(ref) ^ set(naive)}
+    assert changed == set(HAZARDS)
+
+
+def test_class_left_with_skipped_tests_only_still_parses_in_blocks():
+    """A class whose every method is skipped keeps a `pass` (no fallback to a full parse, the
+    class stays in the project index) and no line moves."""
+    from placement_lint.regions import select_blocks
+
+    blocks = select_blocks(RANK_ONLY_TESTS.decode(), skip_test_rank=True)
+    texts = {start: text for start, text, _ in blocks}
+    assert texts[4].split("\n")[:3] == ["class TestRanks:", "    pass", ""]
+    import libcst
+
+    for _, text, _ in blocks:
+        libcst.parse_module(text)
+    facts = facts_mod.file_facts(RANK_ONLY_TESTS, facts_mod.SKIP_TEST_RANK)
+    assert [c["name"] for c in facts["classes"]] == ["TestRanks"]
