@@ -60,6 +60,7 @@ class FactStore:
 
             self.manifest = Manifest(cache_dir, self.cache.salt)
         self.jobs = jobs
+        self._pool = None  # one worker pool for the run's phases, started by the first that needs it
 
     @property
     def cache(self):
@@ -94,9 +95,16 @@ class FactStore:
         return results  # type: ignore[return-value]
 
     def _compute(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
-        from placement_lint.parallel import map_chunked
+        if self._pool is None:
+            from placement_lint.parallel import Pool
 
-        return map_chunked(compute_facts, items, jobs=self.jobs)
+            self._pool = Pool(self.jobs)
+        return self._pool.map(compute_facts, items)
+
+    def close(self) -> None:
+        """Stop the worker pool, if one was started."""
+        if self._pool is not None:
+            self._pool.close()
 
 
 #: below this many files a run reads them rather than loading the stat manifest
@@ -165,42 +173,45 @@ def lint(
         for (p, _, _), f in zip(items, store.facts_for(items)):
             facts[p] = f
 
-    analyse(candidates, skip)  # mode "" or SKIP_TEST_RANK
+    try:
+        analyse(candidates, skip)  # mode "" or SKIP_TEST_RANK
 
-    from placement_lint.index import ProjectIndex
+        from placement_lint.index import ProjectIndex
 
-    index = ProjectIndex(facts)
-    # Phase two: a file that applies a project style by name (`"gate": NoParallel()`) has no
-    # static trigger token, and in the first pass the applying code may sit in a dropped region.
-    # Now that the index knows the leaky style names, analyse the files that name them in full.
-    names = sorted(index.leaky_style_names())
-    if names:
-        recorded = manifest.late if manifest is not None else {}
-        if unchanged and recorded.get("names") == names:
-            late = [p for p in recorded.get("paths", ()) if p in sources]
-        else:
-            tokens = [n.encode() for n in names]
-            late = [p for p, src in sources.items() if any(t in src.bytes() for t in tokens)]
-            if manifest is not None:
-                manifest.late = {"names": names, "paths": late}
-                manifest.changed = True
-        late = [p for p in late if facts.get(p, {}).get("mode") != "full"]
-        if late:
-            analyse(late, "full")
-            index = ProjectIndex(facts)
-    index.count_style_uses()
-    if manifest is not None:
-        manifest.save()
-
-    # Phase three: positions, only for the files that have findings (and the files holding the
-    # hooks those findings point to); then the rules run again on positioned facts.
-    first = list(run_rules(index, config, suppress=False)) if facts else []
-    need = {f.path for f in first} | {path for fqn in index.leaky_styles() for path in [index.classes[fqn][0]]}
-    need = {p for p in need if facts[p].get("mode") in ("", skip)}
-    if need:
-        analyse(sorted(need), "positions" + skip)
         index = ProjectIndex(facts)
+        # Phase two: a file that applies a project style by name (`"gate": NoParallel()`) has no
+        # static trigger token, and in the first pass the applying code may sit in a dropped region.
+        # Now that the index knows the leaky style names, analyse the files that name them in full.
+        names = sorted(index.leaky_style_names())
+        if names:
+            recorded = manifest.late if manifest is not None else {}
+            if unchanged and recorded.get("names") == names:
+                late = [p for p in recorded.get("paths", ()) if p in sources]
+            else:
+                tokens = [n.encode() for n in names]
+                late = [p for p, src in sources.items() if any(t in src.bytes() for t in tokens)]
+                if manifest is not None:
+                    manifest.late = {"names": names, "paths": late}
+                    manifest.changed = True
+            late = [p for p in late if facts.get(p, {}).get("mode") != "full"]
+            if late:
+                analyse(late, "full")
+                index = ProjectIndex(facts)
         index.count_style_uses()
+        if manifest is not None:
+            manifest.save()
+
+        # Phase three: positions, only for the files that have findings (and the files holding the
+        # hooks those findings point to); then the rules run again on positioned facts.
+        first = list(run_rules(index, config, suppress=False)) if facts else []
+        need = {f.path for f in first} | {path for fqn in index.leaky_styles() for path in [index.classes[fqn][0]]}
+        need = {p for p in need if facts[p].get("mode") in ("", skip)}
+        if need:
+            analyse(sorted(need), "positions" + skip)
+            index = ProjectIndex(facts)
+            index.count_style_uses()
+    finally:
+        store.close()  # the pool, if a phase started one, serves no later phase
 
     findings = list(run_rules(index, config)) if facts else []
     findings.sort(key=Finding.sort_key)

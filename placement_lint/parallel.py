@@ -1,5 +1,6 @@
 """A process pool sized to the work: no pool for a handful of files (its start-up costs more
-than it saves), otherwise one worker per core with files batched by size."""
+than it saves), otherwise one worker per core with files batched by size. One pool per run: it is
+started by the first phase that needs it and reused by the later ones."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-#: below this many bytes of candidate source, one process is faster than starting a pool
+#: below this many bytes of candidate source, one process is faster than starting a pool (applies
+#: to an explicit --jobs N too: N is the most workers a run may use, not a demand for a pool)
 POOL_MIN_BYTES = 400_000
 
 
@@ -18,30 +20,64 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def map_chunked(fn: Callable[[list], list], items: Sequence[tuple[str, bytes, Any]], jobs: int | None) -> list:
-    total = sum(len(data) for _, data, _ in items)
-    n = default_jobs() if not jobs else jobs
-    if n <= 1 or len(items) < 2 or (jobs is None and total < POOL_MIN_BYTES):
-        return fn(list(items))
-    n = min(n, len(items))
-    # balance batches by bytes (largest first into the lightest batch), keep result order
-    order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))
-    batches: list[list[int]] = [[] for _ in range(n * 2)]
-    weights = [0] * len(batches)
-    for i in order:
-        j = weights.index(min(weights))
-        batches[j].append(i)
-        weights[j] += len(items[i][1])
-    batches = [b for b in batches if b]
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
+class Pool:
+    """The worker processes of one run, started on first need. `map` runs in this process when a
+    pool would not pay: one worker allowed, fewer than two items, or (while no pool is running)
+    less than POOL_MIN_BYTES of source. Once started, the pool serves every later phase with two
+    or more items: its start-up is paid already."""
 
-    # fork: workers inherit the imported analyzer (no re-import of __main__, cheapest start)
-    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    results: list = [None] * len(items)
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
-        futures = [(b, pool.submit(fn, [items[i] for i in b])) for b in batches]
+    def __init__(self, jobs: int | None):
+        self.workers = default_jobs() if not jobs else jobs
+        self._executor = None
+        self._size = 0
+        self.started = 0  # pools started (0 or 1): for tests
+        self.pooled_maps = 0  # `map` calls the pool ran: for tests
+
+    def map(self, fn: Callable[[list], list], items: Sequence[tuple[str, bytes, Any]]) -> list:
+        if self.workers <= 1 or len(items) < 2:
+            return fn(list(items))
+        if self._executor is None and sum(len(data) for _, data, _ in items) < POOL_MIN_BYTES:
+            return fn(list(items))
+        executor = self._executor or self._start(min(self.workers, len(items)))
+        n = self._size
+        # balance batches by bytes (largest first into the lightest batch), keep result order
+        order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))
+        batches: list[list[int]] = [[] for _ in range(n * 2)]
+        weights = [0] * len(batches)
+        for i in order:
+            j = weights.index(min(weights))
+            batches[j].append(i)
+            weights[j] += len(items[i][1])
+        batches = [b for b in batches if b]
+        results: list = [None] * len(items)
+        futures = [(b, executor.submit(fn, [items[i] for i in b])) for b in batches]
         for b, fut in futures:
             for i, r in zip(b, fut.result()):
                 results[i] = r
-    return results
+        self.pooled_maps += 1
+        return results
+
+    def _start(self, n: int):
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing
+
+        # fork: workers inherit the imported analyzer (no re-import of __main__, cheapest start)
+        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        self._executor = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+        self._size = n
+        self.started += 1
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+def map_chunked(fn: Callable[[list], list], items: Sequence[tuple[str, bytes, Any]], jobs: int | None) -> list:
+    """One `map` on a pool of its own (closed on return)."""
+    pool = Pool(jobs)
+    try:
+        return pool.map(fn, items)
+    finally:
+        pool.close()

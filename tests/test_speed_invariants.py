@@ -144,6 +144,11 @@ class FactsSpy:
 def all_modes(root: Path, tmp_path: Path, monkeypatch, min_confidence: Confidence = Confidence.LOW) -> dict[str, str]:
     cache = tmp_path / "cache"
     pool = PoolSpy(monkeypatch)
+    # these trees are below POOL_MIN_BYTES, which an explicit --jobs respects too: lift it so that
+    # jobs=2 really runs the pool
+    from placement_lint import parallel
+
+    monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 0)
 
     def run(**kw) -> str:
         return canonical(run_lint(root, monkeypatch, min_confidence=min_confidence, **kw))
@@ -544,3 +549,48 @@ def test_class_left_with_skipped_tests_only_still_parses_in_blocks():
         libcst.parse_module(text)
     facts = facts_mod.file_facts(RANK_ONLY_TESTS, facts_mod.SKIP_TEST_RANK)
     assert [c["name"] for c in facts["classes"]] == ["TestRanks"]
+
+
+# -- one worker pool per run ---------------------------------------------------------------------
+
+
+class PoolRecorder:
+    """The parallel.Pool objects a run creates (the engine imports the class at call time)."""
+
+    def __init__(self, monkeypatch):
+        from placement_lint import parallel
+
+        self.pools: list = []
+        recorder = self
+        real = parallel.Pool
+
+        class Recording(real):  # type: ignore[misc, valid-type]
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
+                recorder.pools.append(self)
+
+        monkeypatch.setattr(parallel, "Pool", Recording)
+
+
+def test_one_pool_serves_every_phase(gen_tree, monkeypatch):
+    from placement_lint import parallel
+
+    monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 0)
+    executors = PoolSpy(monkeypatch)
+    pools = PoolRecorder(monkeypatch)
+    pooled = run_lint(gen_tree, monkeypatch, jobs=2, use_cache=False)
+    assert len(pools.pools) == 1
+    # phase one, the full pass of the by-name style users and the positions pass: one pool
+    assert pools.pools[0].pooled_maps == 3
+    assert executors.created == pools.pools[0].started == 1
+    assert pools.pools[0]._executor is None  # closed when the run ends
+    assert canonical(pooled) == canonical(run_lint(gen_tree, monkeypatch, jobs=1, use_cache=False))
+
+
+@pytest.mark.parametrize("jobs", [2, None])
+def test_small_tree_runs_in_process_even_with_explicit_jobs(fixtures_copy, monkeypatch, jobs):
+    """--jobs N is a maximum: below POOL_MIN_BYTES of candidate source no pool starts."""
+    executors = PoolSpy(monkeypatch)
+    report = run_lint(fixtures_copy, monkeypatch, jobs=jobs, use_cache=False)
+    assert executors.created == 0
+    assert canonical(report) == canonical(run_lint(fixtures_copy, monkeypatch, jobs=1, use_cache=False))
