@@ -166,3 +166,8 @@ TENSOR_NAMESPACES = {
 }
 #: names of model inputs and targets: slicing them by rank is data-parallel batch splitting
 BATCH_NAMES = {"input", "inputs", "target", "targets", "batch", "labels", "input_ids", "data"}
+
+#: "test code" for rank slices: a function whose own name starts with one of these. DTP201 reports
+#: its rank slices at low (splitting data per rank is what tests do), and regions.py skips such
+#: functions when a run cannot report low findings.
+TEST_FUNCTION_PREFIXES = ("test_", "_test_")

@@ -173,7 +173,7 @@ def emit(report, fmt: str, out: str, output_file: Path | None, color: bool = Fal
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Config file to use (pyproject.toml or placement-lint.toml) instead of searching for one.")
 @click.option("-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
-              help="Worker processes; 0 picks a number from the CPU count.")
+              help="At most N worker processes (small runs use fewer); 0 picks a number from the CPU count.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the analysis cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Where to keep the analysis cache.")
 @click.option("--statistics", is_flag=True, help="Show counts per rule instead of the findings.")

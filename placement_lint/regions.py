@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 
+from placement_lint.api import TEST_FUNCTION_PREFIXES
 from placement_lint.prefilter import RANK_TOKENS, STRONG_TOKENS
 
 _STRONG = re.compile("|".join(re.escape(t) for t in STRONG_TOKENS))
@@ -37,10 +38,7 @@ _ASSIGNED = re.compile(r"^[ \t]*(self\.)?([A-Za-z_]\w*)\s*(?::[^=\n]*)?=[^=\n]*$
 #: a module-level statement longer than this with no token is blanked (big tables, docs)
 MAX_PLAIN_STATEMENT_LINES = 40
 
-#: "test code" as rules/dtp201_manual_rank_slice.py defines it for demoting rank slices to low: a
-#: function whose own name (the last part of the site's symbol) starts with one of these
-#: (tests/test_speed_invariants.py checks that the rule still demotes exactly these)
-TEST_FUNCTION_PREFIXES = ("test_", "_test_")
+# "test code": api.TEST_FUNCTION_PREFIXES, shared with the rule that demotes its rank slices
 _TEST_DEF = re.compile(r"(?:async\s+)?def\s+(?:" + "|".join(re.escape(p) for p in TEST_FUNCTION_PREFIXES) + r")")
 # What makes a rank-relevant test function unsafe to skip (each would let it hold, or change in
 # another function, a finding at medium or high; see _skippable_test):

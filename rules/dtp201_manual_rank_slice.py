@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from placement_lint.api import BATCH_NAMES
+from placement_lint.api import BATCH_NAMES, TEST_FUNCTION_PREFIXES
 from placement_lint.findings import Confidence
 from placement_lint.rule import Example, FileContext, Rule
 
@@ -200,7 +200,7 @@ class ManualRankSlice(Rule):
             elif site["receiver"] != "param" and (
                 site["rank_source"] == "data"
                 or site.get("receiver_name", "") in BATCH_NAMES
-                or site.get("symbol", "").rsplit(".", 1)[-1].startswith(("test_", "_test_"))
+                or site.get("symbol", "").rsplit(".", 1)[-1].startswith(TEST_FUNCTION_PREFIXES)
             ):
                 # data-parallel batch splitting (a cp/sp/dp rank, model inputs or targets, test
                 # code): each rank's share of the data is intended, and the data-parallel
