@@ -178,8 +178,8 @@ def _warn_if_nothing_matched(report, results) -> None:
     static = [f for f in report.findings if f.runtime and f.code < "DTP900"]
     seen = sum(len(r.get("sites", ())) for r in results if isinstance(r, dict))
     if static and seen and all(f.runtime["verdict"] == "not-reached" for f in static):
-        _progress(
-            f"warning: none of the {len(static)} static finding(s) matched any of the {seen} site(s) the "
+        _warning(
+            f"none of the {len(static)} static finding(s) matched any of the {seen} site(s) the "
             "monitor saw; findings are matched by file path (or to a byte-identical copy of the same package "
             "file), so check that PATHS are the files the ranks import (e.g. put the analysed tree first on "
             "PYTHONPATH)"
@@ -193,8 +193,8 @@ def _warn_if_copies_differ(paths) -> None:
         return
     ran, analysed = paths.differ[0]
     more = f" (and {len(paths.differ) - 1} more)" if len(paths.differ) > 1 else ""
-    _progress(
-        f"warning: the ranks ran {ran} but the analysed {analysed} has other contents{more}: findings in "
+    _warning(
+        f"the ranks ran {ran} but the analysed {analysed} has other contents{more}: findings in "
         "such files are matched only to byte-identical copies, so they stay not-reached; analyse the copy "
         "the ranks import (or put the analysed tree first on PYTHONPATH)"
     )
@@ -204,11 +204,16 @@ def _warn_if_nothing_seen(summary: dict) -> None:
     """No site at all: an empty report then says nothing about the gradients (a model that never
     creates a DTensor, e.g. plain local shards, prints "All checks passed!" as well)."""
     if summary["sites_reached"] == 0:
-        _progress(
-            f"warning: the monitor saw no DTensor conversion in {summary['harnesses']} harness(es) (no "
+        _warning(
+            f"the monitor saw no DTensor conversion in {summary['harnesses']} harness(es) (no "
             "to_local/from_local/full_tensor/local_map call): did the model create any "
             "DTensor? The runtime check had nothing to judge"
         )
+
+
+def _warning(text: str) -> None:
+    """Printed even under PLACEMENT_LINT_QUIET, which silences progress lines only."""
+    click.echo(f"placement-lint: warning: {text}", err=True)
 
 
 def _progress(text: str) -> None:

@@ -403,3 +403,14 @@ def test_unflagged_site_in_an_identical_copy_is_reported_in_the_analysed_copy(tm
     report = Report(findings=[finding(analysed)], errors=[])
     merge.merge(report, results_for(site(installed), site(installed, line=LINE + 1)), str(tmp_path))
     assert ("DTP903", str(analysed.relative_to(tmp_path)), LINE + 1, "confirmed") in verdicts(report)
+
+
+def test_warnings_survive_quiet_mode(capsys, monkeypatch):
+    """PLACEMENT_LINT_QUIET silences progress lines, never a warning about the result."""
+    monkeypatch.setenv("PLACEMENT_LINT_QUIET", "1")
+    runtime_cli._progress("check: 1 harness(es)")
+    runtime_cli._warn_if_nothing_seen({"harnesses": 1, "sites_reached": 0, "parameters_checked": 0,
+                                       "static_findings": 0, "static_findings_reached": 0, "runtime_findings": 0})
+    assert capsys.readouterr().err == ("placement-lint: warning: the monitor saw no DTensor conversion in 1 "
+                                       "harness(es) (no to_local/from_local/full_tensor/local_map call): did the "
+                                       "model create any DTensor? The runtime check had nothing to judge\n")
