@@ -198,7 +198,8 @@ def _unreal(path: str) -> bool:
 def path_index(report: Report, results: list[dict], cwd: str) -> PathIndex:
     """The PathIndex of this report's files and the files the ranks ran."""
     analysed = [f.path for f in report.findings] + [r.path for f in report.findings for r in f.related]
-    return PathIndex(cwd, analysed, _runtime_paths(_all_sites(results)))
+    loaded = [p for r in results for p in (r.get("loaded_files") or ())]
+    return PathIndex(cwd, analysed, _runtime_paths(_all_sites(results)) + loaded)
 
 
 def _runtime_paths(sites: list[dict]) -> list[str]:
@@ -364,9 +365,17 @@ class _Matcher:
         for s in sites:
             self.by_loc.setdefault((paths.canon(s["path"]), s["line"]), []).append(s)
         self.lm_sites = [s for s in sites if s.get("local_map")]
+        #: harness -> analysed files its ranks imported (absent in results without the field)
+        self.loaded: dict[str, set[str]] = {}
         self._trees: dict[str, ast.AST | None] = {}
         #: id(finding) -> (module key, sites matched by that key only): DTP103 on a config object
         self.by_module: dict[int, tuple[str, list[dict]]] = {}
+
+    def imported(self, fpath: str, site: dict) -> bool:
+        """Whether the ranks of the site's harness imported the finding's file (a key written in a
+        file the run never imported names some other model's module). Unknown: yes."""
+        loaded = self.loaded.get(site.get("harness"))
+        return loaded is None or fpath in loaded
 
     def tree(self, path: str) -> ast.AST | None:
         if path not in self._trees:
@@ -389,7 +398,8 @@ class _Matcher:
                 keys = _PLAN_KEY.findall(_source_lines(fpath, max(1, f.line - 1), 2))
             for key in keys:
                 matched += [s for s in self.sites
-                            if s.get("hook") in ("pre", "post") and _module_matches(s.get("module", ""), key)]
+                            if s.get("hook") in ("pre", "post") and _module_matches(s.get("module", ""), key)
+                            and self.imported(fpath, s)]
         if f.code == "DTP103":
             tree = self.tree(fpath)
             if tree is not None:
@@ -399,7 +409,8 @@ class _Matcher:
                 form, name = "function", (m.group(1).split(".")[-1] if m else None)
             if form == "config":
                 # LocalMapConfig(...) installed on a module's config; generic code calls local_map
-                by_key = [s for s in self.lm_sites if name and _module_matches(s.get("module", ""), name)]
+                by_key = [s for s in self.lm_sites if name and _module_matches(s.get("module", ""), name)
+                          and self.imported(fpath, s)]
                 if by_key:
                     self.by_module[id(f)] = (name or "", by_key)
                 matched += by_key
@@ -446,6 +457,9 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
     if paths is None:
         paths = path_index(report, results, cwd)
     matcher = _Matcher(sites, cwd, paths)
+    for res in results:
+        if isinstance(res.get("loaded_files"), list):
+            matcher.loaded[res.get("harness")] = {paths.canon(p) for p in res["loaded_files"]}
     matches = [(f, matcher.match(f)) for f in report.findings]
     # sites matched by module name only (DTP103 on a config object), and which findings claim them
     claims: dict[tuple, list[Finding]] = {}

@@ -450,6 +450,7 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
             if compile_mode == "not-checked" and compiled["n"]:
                 res.setdefault("warnings", []).append(f"{compiled['n']} torch.compile region(s) were not checked: "
                                    "this torch cannot force them to run eagerly")
+            res["loaded_files"] = w.loaded_files(spec.get("watch"))
             results.append(res)
         else:
             results.append({"harness": h, "seconds": round(time.perf_counter() - t0, 4)})

@@ -67,6 +67,17 @@ def _watchdog(seconds: float, progress: _Progress) -> None:
     t.start()
 
 
+def loaded_files(watch) -> list[str]:
+    """Which of the watched files (those with static findings) this process imported: a finding
+    matched only by a module or plan key (a config object) in a file the run never imported was
+    not in effect."""
+    paths = {os.path.abspath(p) for p, _line in (watch or ())}
+    if not paths:
+        return []
+    loaded = {os.path.abspath(f) for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)}
+    return sorted(paths & loaded)
+
+
 def reference_run(fn, ctx, out_path: str) -> int:
     """Run a harness as the one-rank reference and save its parameter gradients (full tensors,
     on the CPU) for `--reference`; returns how many parameters had a gradient."""
@@ -158,6 +169,7 @@ def run(spec: dict) -> int:
                     if compile_mode == "not-checked" and compiled["n"]:
                         res.setdefault("warnings", []).append(f"{compiled['n']} torch.compile region(s) were not checked: "
                                            "this torch cannot force them to run eagerly")
+                    res["loaded_files"] = loaded_files(spec.get("watch"))
                     results.append(res)
             elif mode == "reference":
                 progress(f"{h}: reference run")

@@ -414,3 +414,26 @@ def test_warnings_survive_quiet_mode(capsys, monkeypatch):
     assert capsys.readouterr().err == ("placement-lint: warning: the monitor saw no DTensor conversion in 1 "
                                        "harness(es) (no to_local/from_local/full_tensor/local_map call): did the "
                                        "model create any DTensor? The runtime check had nothing to judge\n")
+
+
+def test_config_findings_in_files_the_run_never_imported_do_not_claim_the_module(tmp_path):
+    """Two models configure `tok_embeddings`; the ranks imported only one of the two files: that
+    one gets the verdict, the other is not-reached (not an ambiguous `inconclusive`)."""
+    cfg = ("def setup(config, LocalMapConfig):\n"
+           "    config.tok_embeddings.sharding_config = LocalMapConfig(in_grad_placements=None)\n")
+    used, other = tmp_path / "used_model.py", tmp_path / "other_model.py"
+    used.write_text(cfg)
+    other.write_text(cfg)
+    lm = site(tmp_path / "generic.py", line=9, api="to_local", verdict="refuted", module="tok_embeddings",
+              local_map=f"{tmp_path / 'emb.py'}:3:forward|arg0")
+    findings = [finding(used, line=2, code="DTP103", column=47), finding(other, line=2, code="DTP103", column=47)]
+    results = results_for(lm)
+    report = Report(findings=list(findings), errors=[])
+    merge.merge(report, results, str(tmp_path))
+    assert [f.runtime["verdict"] for f in report.findings] == ["inconclusive", "inconclusive"]  # no import data
+    results[0]["loaded_files"] = [str(used)]
+    report = Report(findings=[finding(used, line=2, code="DTP103", column=47),
+                              finding(other, line=2, code="DTP103", column=47)], errors=[])
+    merge.merge(report, results, str(tmp_path))
+    assert {Path(f.path).name: f.runtime["verdict"] for f in report.findings} == {
+        "used_model.py": "refuted", "other_model.py": "not-reached"}
