@@ -382,7 +382,7 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
     from placement_lint.runtime.harness import load_harness
     from placement_lint.runtime.monitor import PlacementMonitor, param_location
     from placement_lint.runtime.verdicts import compute
-    from placement_lint.runtime.worker import _count_compile
+    from placement_lint.runtime.worker import _count_compile, loaded_files
 
     mode = spec.get("mode", "check")
     SimContext = _sim_context_class()
@@ -450,7 +450,7 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
             if compile_mode == "not-checked" and compiled["n"]:
                 res.setdefault("warnings", []).append(f"{compiled['n']} torch.compile region(s) were not checked: "
                                    "this torch cannot force them to run eagerly")
-            res["loaded_files"] = w.loaded_files(spec.get("watch"))
+            res["loaded_files"] = loaded_files(spec.get("watch"))
             results.append(res)
         else:
             results.append({"harness": h, "seconds": round(time.perf_counter() - t0, 4)})
