@@ -33,6 +33,45 @@ def compute_facts(items: Sequence[tuple[str, bytes, str]]) -> list[dict[str, Any
     return [file_facts(data, mode) for _, data, mode in items]
 
 
+def read_error(shown: str, exc: OSError | str) -> dict[str, Any]:
+    """The error of a file that could not be stat'ed or read (`exc`, or its reason from a worker)."""
+    reason = exc if isinstance(exc, str) else exc.strerror or exc
+    return {"path": shown, "message": f"cannot read file: {reason}"}
+
+
+def scan_files(items: Sequence[tuple[str, int]], mode: str, cache) -> list[tuple]:
+    """Phase one for files the parent has not read, in a worker: per (path, size) item, read the
+    file, prefilter it and, for a candidate, get its facts in `mode` (through `cache`, a
+    cache.FactsCache or None). Per item: (reason,) when unreadable, else (is_candidate, digest,
+    facts): digest "" unless a candidate and `cache` is given, facts None unless a candidate.
+    Top level so a process pool can run it; the bytes stay in the worker."""
+    from placement_lint import prefilter
+    from placement_lint.facts import file_facts
+
+    out: list[tuple] = []
+    for path, _ in items:
+        try:
+            data = read_bytes(Path(path))
+        except OSError as exc:
+            out.append((str(exc.strerror or exc),))
+            continue
+        if not prefilter.might_match(data):
+            out.append((False, "", None))
+            continue
+        digest, facts = "", None
+        if cache is not None:
+            from placement_lint.cache import digest as content_digest
+
+            digest = content_digest(data)
+            facts = cache.get(digest, mode)
+        if facts is None:
+            facts = file_facts(data, mode)
+            if cache is not None:
+                cache.put(digest, mode, facts)
+        out.append((True, digest, facts))
+    return out
+
+
 class Source:
     """A file's bytes, read only when needed (a warm run knows unchanged files by their stat)."""
 
@@ -45,6 +84,16 @@ class Source:
         if self.data is None:
             self.data = read_bytes(self.path)
         return self.data
+
+    def mentions(self, tokens: Sequence[bytes]) -> bool:
+        """Whether the file holds one of `tokens`. Bytes not held are read for this test only (a
+        tree the workers read is scanned here one file at a time, never held whole); a file that
+        has become unreadable since it was listed mentions nothing."""
+        try:
+            data = self.data if self.data is not None else read_bytes(self.path)
+        except OSError:
+            return False
+        return any(t in data for t in tokens)
 
 
 class FactStore:
@@ -94,18 +143,41 @@ class FactStore:
                     self.cache.put(items[i][1].digest, items[i][2], facts)
         return results  # type: ignore[return-value]
 
-    def _compute(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
+    @property
+    def pool(self):
+        """The run's worker pool (parallel.Pool: its processes start on first need)."""
         if self._pool is None:
             from placement_lint.parallel import Pool
 
             self._pool = Pool(self.jobs)
-        return self._pool.map(compute_facts, items)
+        return self._pool
+
+    def _compute(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
+        return self.pool.map(compute_facts, items)
+
+    def scan(self, items: list[tuple[str, int]], mode: str) -> list[tuple]:
+        """`scan_files` over (path, size) items on the pool, in `mode`, through the cache."""
+        from functools import partial
+
+        # import the analysis code before the workers fork, so that they inherit it instead of
+        # each importing LibCST (~0.13 s of CPU apiece); the parent needs it for phases two and
+        # three anyway
+        import libcst  # noqa: F401
+
+        from placement_lint import analyzer, regions  # noqa: F401
+
+        # many small batches: the cost is in the candidates, which sizes do not predict
+        return self.pool.map_weighted(partial(scan_files, mode=mode, cache=self.cache), items,
+                                      [size for _, size in items], per_worker=SCAN_BATCHES_PER_WORKER)
 
     def close(self) -> None:
         """Stop the worker pool, if one was started."""
         if self._pool is not None:
             self._pool.close()
 
+
+#: batches a worker gets in the pooled phase one (parallel.Pool.map_weighted's per_worker)
+SCAN_BATCHES_PER_WORKER = 32
 
 #: below this many files a run reads them rather than loading the stat manifest
 MANIFEST_MIN_FILES = 20
@@ -137,35 +209,77 @@ def lint(
     candidates: list[str] = []
     manifest = store.manifest
     unchanged = True
-    for path in files:
+    # a run that reports only medium and high findings need not select rank-only test functions:
+    # the analyzer reports their rank slices at low (regions.select_blocks, skip_test_rank)
+    skip_mode = getattr(config, "min_confidence", Confidence.MEDIUM) >= Confidence.MEDIUM
+
+    # Stat every file; the manifest knows the unchanged ones (not even read). The others are read
+    # and prefiltered here, or, when they are enough bytes for the worker pool, by the workers,
+    # which also compute the candidates' facts: the parent then never holds their bytes.
+    slots: list[Any] = [None] * len(files)  # per file: (shown, Source, is_candidate), an error, or None: to read
+    to_read: list[tuple[int, Path, str, os.stat_result]] = []
+    for i, path in enumerate(files):
         shown = display_path(path, cwd)
         try:
             st = os.stat(path)
-            known = manifest.lookup(shown, st) if manifest is not None else None
-            if known is not None:
-                src = Source(path, digest=known)  # unchanged since the last run: not even read
-                is_candidate = known != ""
-            else:
-                unchanged = False
-                src = Source(path, read_bytes(path))
-                is_candidate = prefilter.might_match(src.data)
-                if manifest is not None:
-                    from placement_lint.cache import digest
-
-                    src.digest = digest(src.data) if is_candidate else ""
-                    manifest.record(shown, st, src.digest)
         except OSError as exc:
-            errors.append({"path": shown, "message": f"cannot read file: {exc.strerror or exc}"})
+            slots[i] = read_error(shown, exc)
             continue
+        known = manifest.lookup(shown, st) if manifest is not None else None
+        if known is not None:
+            slots[i] = (shown, Source(path, digest=known), known != "")  # unchanged since the last run
+        else:
+            unchanged = False
+            to_read.append((i, path, shown, st))
+    scanned: dict[str, dict[str, Any]] = {}  # facts the workers computed in phase one
+    if to_read and store.pool.would_pool([st.st_size for *_, st in to_read]):
+        from placement_lint.facts import SKIP_TEST_RANK
+
+        mode = SKIP_TEST_RANK if skip_mode else ""
+        try:
+            results = store.scan([(os.fspath(path), st.st_size) for _, path, _, st in to_read], mode)
+        except BaseException:
+            store.close()
+            raise
+        for (i, path, shown, st), res in zip(to_read, results):
+            if len(res) == 1:
+                slots[i] = read_error(shown, res[0])
+                continue
+            is_candidate, file_digest, file_facts = res
+            if manifest is not None:
+                manifest.record(shown, st, file_digest)
+            slots[i] = (shown, Source(path, digest=file_digest), is_candidate)
+            if is_candidate:
+                scanned[shown] = file_facts
+    else:
+        from placement_lint import prefilter
+
+        for i, path, shown, st in to_read:
+            try:
+                src = Source(path, read_bytes(path))
+            except OSError as exc:
+                slots[i] = read_error(shown, exc)
+                continue
+            is_candidate = prefilter.might_match(src.data)
+            if manifest is not None:
+                from placement_lint.cache import digest
+
+                src.digest = digest(src.data) if is_candidate else ""
+                manifest.record(shown, st, src.digest)
+            slots[i] = (shown, src, is_candidate)
+    for slot in slots:
+        if isinstance(slot, dict):
+            errors.append(slot)
+            continue
+        shown, src, is_candidate = slot
         sources[shown] = src
         if is_candidate:
             candidates.append(shown)
 
-    # a run that reports only medium and high findings need not select rank-only test functions:
-    # the analyzer reports their rank slices at low (regions.select_blocks, skip_test_rank)
-    # (imported only when a file is a candidate: a run over token-less files needs no facts code)
+    # (the facts module is imported only when a file is a candidate: a run over token-less files
+    # needs no facts code)
     skip = ""
-    if candidates and getattr(config, "min_confidence", Confidence.MEDIUM) >= Confidence.MEDIUM:
+    if candidates and skip_mode:
         from placement_lint.facts import SKIP_TEST_RANK as skip
 
     def analyse(paths: Iterable[str], mode: str) -> None:
@@ -174,7 +288,15 @@ def lint(
             facts[p] = f
 
     try:
-        analyse(candidates, skip)  # mode "" or SKIP_TEST_RANK
+        if scanned:
+            # the workers' facts, and the cache's for the candidates the manifest knew, in file order
+            analyse([p for p in candidates if p not in scanned], skip)
+            done = dict(facts)
+            facts.clear()
+            for p in candidates:
+                facts[p] = scanned[p] if p in scanned else done[p]
+        else:
+            analyse(candidates, skip)  # mode "" or SKIP_TEST_RANK
 
         from placement_lint.index import ProjectIndex
 
@@ -189,7 +311,7 @@ def lint(
                 late = [p for p in recorded.get("paths", ()) if p in sources]
             else:
                 tokens = [n.encode() for n in names]
-                late = [p for p, src in sources.items() if any(t in src.bytes() for t in tokens)]
+                late = [p for p, src in sources.items() if src.mentions(tokens)]
                 if manifest is not None:
                     manifest.late = {"names": names, "paths": late}
                     manifest.changed = True

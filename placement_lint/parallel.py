@@ -8,8 +8,9 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-#: below this many bytes of candidate source, one process is faster than starting a pool (applies
-#: to an explicit --jobs N too: N is the most workers a run may use, not a demand for a pool)
+#: below this many bytes of source, one process is faster than starting a pool (applies to an
+#: explicit --jobs N too: N is the most workers a run may use, not a demand for a pool). Phase one
+#: weighs every file it must read, the later phases the candidates they analyse.
 POOL_MIN_BYTES = 400_000
 
 
@@ -24,7 +25,8 @@ class Pool:
     """The worker processes of one run, started on first need. `map` runs in this process when a
     pool would not pay: one worker allowed, fewer than two items, or (while no pool is running)
     less than POOL_MIN_BYTES of source. Once started, the pool serves every later phase with two
-    or more items: its start-up is paid already."""
+    or more items: its start-up is paid already. (The engine's phase one hands the workers paths
+    weighted by file size, `map_weighted`: the workers read and prefilter the files themselves.)"""
 
     def __init__(self, jobs: int | None):
         self.workers = default_jobs() if not jobs else jobs
@@ -34,20 +36,33 @@ class Pool:
         self.pooled_maps = 0  # `map` calls the pool ran: for tests
 
     def map(self, fn: Callable[[list], list], items: Sequence[tuple[str, bytes, Any]]) -> list:
-        if self.workers <= 1 or len(items) < 2:
-            return fn(list(items))
-        if self._executor is None and sum(len(data) for _, data, _ in items) < POOL_MIN_BYTES:
+        """`fn` over (path, bytes, mode) items, weighted by their bytes."""
+        return self.map_weighted(fn, items, [len(item[1]) for item in items])
+
+    def would_pool(self, weights: Sequence[int]) -> bool:
+        """Whether `map_weighted` over items of these weights would run on the pool."""
+        if self.workers <= 1 or len(weights) < 2:
+            return False
+        return self._executor is not None or sum(weights) >= POOL_MIN_BYTES
+
+    def map_weighted(self, fn: Callable[[list], list], items: Sequence[Any], weights: Sequence[int],
+                     per_worker: int = 2) -> list:
+        """`fn` over `items` (a list in, a list of as many results out), on the pool when
+        `would_pool(weights)`, else in this process; results in the items' order. The pool gets
+        `per_worker` batches a worker, balanced by weight (more, smaller batches balance work
+        whose cost the weights predict badly: idle workers take the next batch)."""
+        if not self.would_pool(weights):
             return fn(list(items))
         executor = self._executor or self._start(min(self.workers, len(items)))
         n = self._size
-        # balance batches by bytes (largest first into the lightest batch), keep result order
-        order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))
-        batches: list[list[int]] = [[] for _ in range(n * 2)]
-        weights = [0] * len(batches)
+        # balance batches by weight (largest first into the lightest batch), keep result order
+        order = sorted(range(len(items)), key=lambda i: -weights[i])
+        batches: list[list[int]] = [[] for _ in range(n * per_worker)]
+        loads = [0] * len(batches)
         for i in order:
-            j = weights.index(min(weights))
+            j = loads.index(min(loads))
             batches[j].append(i)
-            weights[j] += len(items[i][1])
+            loads[j] += weights[i]
         batches = [b for b in batches if b]
         results: list = [None] * len(items)
         futures = [(b, executor.submit(fn, [items[i] for i in b])) for b in batches]

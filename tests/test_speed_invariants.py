@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -585,3 +586,118 @@ def test_small_tree_runs_in_process_even_with_explicit_jobs(fixtures_copy, monke
     report = run_lint(fixtures_copy, monkeypatch, jobs=jobs, use_cache=False)
     assert executors.created == 0
     assert canonical(report) == canonical(run_lint(fixtures_copy, monkeypatch, jobs=1, use_cache=False))
+
+
+# -- phase one in the workers (the parent hands them paths, not bytes) ----------------------------
+
+
+def _deny_reads(monkeypatch, *names: str) -> None:
+    """Files whose stat works but whose read fails (as root, chmod 000 would not stop a read).
+    The forked workers inherit the patch."""
+    real = engine.read_bytes
+
+    def read_bytes(path):
+        if Path(path).name in names:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(engine, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize("min_confidence", [Confidence.LOW, Confidence.MEDIUM])
+def test_unreadable_files_report_the_same_errors_from_the_workers(gen_tree, monkeypatch, min_confidence):
+    """Files the workers cannot read give the errors, in the order, of a run that reads in process."""
+    from placement_lint import parallel
+
+    (gen_tree / "a_locked.py").write_bytes(b"y = x.to_local()\n")
+    (gen_tree / "variant0" / "m_locked.py").write_bytes(b"import os\n")
+    (gen_tree / "zz_locked.py").write_bytes(b"import torch.distributed as dist\nr = dist.get_rank()\n")
+    _deny_reads(monkeypatch, "a_locked.py", "m_locked.py", "zz_locked.py")
+    serial = run_lint(gen_tree, monkeypatch, jobs=1, use_cache=False, min_confidence=min_confidence)
+    monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 0)
+    pools = PoolRecorder(monkeypatch)
+    pooled = run_lint(gen_tree, monkeypatch, jobs=2, use_cache=False, min_confidence=min_confidence)
+    assert pools.pools[0].started == 1 and pools.pools[0].pooled_maps >= 1  # phase one ran on the pool
+    assert [e["path"] for e in pooled.errors] == ["a_locked.py", "variant0/m_locked.py", "zz_locked.py"]
+    assert {e["message"] for e in pooled.errors} == {"cannot read file: Permission denied"}
+    assert canonical(pooled) == canonical(serial)
+
+
+class SourceRecorder:
+    """The engine.Source objects a run creates."""
+
+    def __init__(self, monkeypatch):
+        self.sources: list = []
+        recorder = self
+
+        class Recording(engine.Source):
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
+                recorder.sources.append(self)
+
+        monkeypatch.setattr(engine, "Source", Recording)
+
+    def held(self) -> list[str]:
+        return sorted(s.path.name for s in self.sources if s.data is not None)
+
+
+def test_pooled_first_pass_leaves_the_bytes_in_the_workers(gen_tree, monkeypatch):
+    """With the pool, the parent holds the bytes only of the files that phases two and three
+    analyse in process, never of the tree; in process (jobs=1, a small run) it keeps what it read."""
+    from placement_lint import parallel
+
+    n_files = sum(1 for _ in gen_tree.rglob("*.py"))
+    serial = SourceRecorder(monkeypatch)
+    ref = canonical(run_lint(gen_tree, monkeypatch, jobs=1, use_cache=False))
+    assert len(serial.held()) == n_files
+    monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 0)
+    pooled = SourceRecorder(monkeypatch)
+    assert canonical(run_lint(gen_tree, monkeypatch, jobs=2, use_cache=False)) == ref
+    assert len(pooled.sources) == n_files
+    # only the files of phases two and three (by-name style users, files with findings) are read
+    # into the parent, to be sent out as bytes; not a file the prefilter skips, nor a candidate
+    # without findings
+    held = pooled.held()
+    assert 0 < len(held) < n_files
+    assert "plain.py" not in held and "broken.py" not in held and "latin.py" not in held
+
+
+@pytest.mark.parametrize("min_confidence", [Confidence.LOW, Confidence.MEDIUM])
+def test_pooled_cold_run_fills_cache_and_manifest_for_warm_and_partly_warm_runs(gen_tree, tmp_path, monkeypatch,
+                                                                                 min_confidence):
+    """A cold run whose workers read the files records every file in the stat manifest and every
+    candidate in the cache: the next run reads and computes nothing. After two edits, a pooled
+    run reads only those two, serves the rest from the cache, and reports what a cold run does."""
+    from placement_lint import parallel
+
+    monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 0)
+    cache = tmp_path / "cache"
+    kw = {"use_cache": True, "cache_dir": cache, "min_confidence": min_confidence}
+    pools = PoolRecorder(monkeypatch)
+    cold = canonical(run_lint(gen_tree, monkeypatch, jobs=2, **kw))
+    assert pools.pools[-1].started == 1
+    assert cold == canonical(run_lint(gen_tree, monkeypatch, jobs=1, use_cache=False, min_confidence=min_confidence))
+
+    reads: list[str] = []
+    real = engine.read_bytes
+    monkeypatch.setattr(engine, "read_bytes", lambda p: reads.append(Path(p).name) or real(p))
+    spy = FactsSpy(monkeypatch)
+    executors = PoolSpy(monkeypatch)
+    assert canonical(run_lint(gen_tree, monkeypatch, jobs=2, **kw)) == cold
+    # (the one by-name style user is read: phase two analyses it in full, and the manifest keeps
+    # no digest for a file the prefilter skips; the cache then serves its facts)
+    assert reads == ["apply_by_name.py"] and spy.calls == 0 and executors.created == 0
+
+    # two edits: a finding fixed in one candidate, a token added to a formerly skipped file
+    bug = gen_tree / "variant1" / "to_local_grad_placements" / "bad.py"
+    if not bug.exists():
+        bug = next(p for p in sorted((gen_tree / "variant1").rglob("*.py")) if b"to_local()" in p.read_bytes())
+    bug.write_bytes(bug.read_bytes() + b"\n\ndef _late(x):\n    return x.to_local()\n")
+    plain = gen_tree / "plain.py"
+    plain.write_bytes(plain.read_bytes() + b"\n\ndef _local(x):\n    return x.to_local()\n")
+    for p in (bug, plain):
+        os.utime(p, ns=(1, 1))
+    partly = canonical(run_lint(gen_tree, monkeypatch, jobs=2, **kw))
+    fresh = canonical(run_lint(gen_tree, monkeypatch, jobs=1, use_cache=False, min_confidence=min_confidence))
+    assert partly == fresh != cold
+    assert executors.created >= 1  # the two edited files were read by the pool's workers
