@@ -380,9 +380,8 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
     from placement_lint.runtime import _compat
     from placement_lint.runtime import monitor as monitor_mod
     from placement_lint.runtime.harness import load_harness
-    from placement_lint.runtime.monitor import PlacementMonitor, param_location
     from placement_lint.runtime.verdicts import compute
-    from placement_lint.runtime.worker import _count_compile, loaded_files
+    from placement_lint.runtime.worker import _count_compile, finish_check, monitor_for
 
     mode = spec.get("mode", "check")
     SimContext = _sim_context_class()
@@ -413,12 +412,9 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
         try:
             with guard, api.LocalTensorMode(world), _same_draws_mode(api):
                 if mode == "check":
-                    force = (spec.get("force") or {}).get(h) or {}
-                    with _compat.eager_compiled_regions() as compile_mode:
-                        with PlacementMonitor(force=force, watch=[tuple(x) for x in spec.get("watch", [])],
-                                              force_slices=[tuple(x) for x in (spec.get("force_slices") or {}).get(h, [])]) as mon:
-                            progress(f"{h}: running the harness ({world} simulated ranks)")
-                            model = fn(ctx)
+                    with _compat.eager_compiled_regions() as compile_mode, monitor_for(spec, h) as mon:
+                        progress(f"{h}: running the harness ({world} simulated ranks)")
+                        model = fn(ctx)
                     run_s = time.perf_counter() - t0
                     progress(f"{h}: collecting")
                     payload = mon.collect(model if isinstance(model, torch.nn.Module) else None, reference=ref)
@@ -439,19 +435,9 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
         if guard.hits:  # the harness swallowed the SimRankQuery
             return guard.message()
         if mode == "check":
-            res = compute(split_payload(payload, world), spec.get("reference_rtol"))
-            if isinstance(model, torch.nn.Module):
-                for p in res["params"]:
-                    if p.get("status") == "diverging" or p.get("matches_reference") is False:
-                        p["location"] = param_location(model, p["name"])
-            res.update({"harness": h, "seconds": round(time.perf_counter() - t0, 4),
-                        "harness_seconds": round(run_s, 4), "backend": "sim",
-                        "compile": {"mode": compile_mode, "compiled_regions": compiled["n"]}})
-            if compile_mode == "not-checked" and compiled["n"]:
-                res.setdefault("warnings", []).append(f"{compiled['n']} torch.compile region(s) were not checked: "
-                                   "this torch cannot force them to run eagerly")
-            res["loaded_files"] = loaded_files(spec.get("watch"))
-            results.append(res)
+            results.append(finish_check(compute(split_payload(payload, world), spec.get("reference_rtol")), spec,
+                                        model, harness=h, backend="sim", t0=t0, run_s=run_s,
+                                        compile_mode=compile_mode, compiled_regions=compiled["n"]))
         else:
             results.append({"harness": h, "seconds": round(time.perf_counter() - t0, 4)})
         progress(f"{h}: done")
@@ -464,7 +450,6 @@ def _run_reference(spec: dict, progress, current) -> list:
     import torch
     import torch.distributed as dist
 
-    from placement_lint.runtime import _compat
     from placement_lint.runtime.harness import HarnessContext, load_harness
     from placement_lint.runtime.worker import reference_run
 

@@ -78,6 +78,37 @@ def loaded_files(watch) -> list[str]:
     return sorted(paths & loaded)
 
 
+def monitor_for(spec: dict, harness: str):
+    """The PlacementMonitor of a check run of `harness` (torchrun worker and simulation alike)."""
+    from placement_lint.runtime.monitor import PlacementMonitor
+
+    return PlacementMonitor(force=(spec.get("force") or {}).get(harness) or {},
+                            watch=[tuple(w) for w in spec.get("watch", [])],
+                            force_slices=[tuple(w) for w in (spec.get("force_slices") or {}).get(harness, [])])
+
+
+def finish_check(res: dict, spec: dict, model, *, harness: str, backend: str, t0: float, run_s: float,
+                 compile_mode: str, compiled_regions: int) -> dict:
+    """Complete the verdicts of one harness (rank 0 / the simulation): where the flagged
+    parameters are defined, timings, the compile mode, which analysed files were imported."""
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        from placement_lint.runtime.monitor import param_location
+
+        for p in res["params"]:
+            if p.get("status") == "diverging" or p.get("matches_reference") is False:
+                p["location"] = param_location(model, p["name"])
+    res.update({"harness": harness, "seconds": round(time.perf_counter() - t0, 4),
+                "harness_seconds": round(run_s, 4), "backend": backend,
+                "compile": {"mode": compile_mode, "compiled_regions": compiled_regions}})
+    if compile_mode == "not-checked" and compiled_regions:
+        res.setdefault("warnings", []).append(f"{compiled_regions} torch.compile region(s) were not checked: "
+                                              "this torch cannot force them to run eagerly")
+    res["loaded_files"] = loaded_files(spec.get("watch"))
+    return res
+
+
 def reference_run(fn, ctx, out_path: str) -> int:
     """Run a harness as the one-rank reference and save its parameter gradients (full tensors,
     on the CPU) for `--reference`; returns how many parameters had a gradient."""
@@ -116,7 +147,7 @@ def run(spec: dict) -> int:
 
         from placement_lint.runtime import _compat
         from placement_lint.runtime.harness import HarnessContext, load_harness
-        from placement_lint.runtime.monitor import PlacementMonitor, gather
+        from placement_lint.runtime.monitor import gather
         from placement_lint.runtime.verdicts import compute
 
         backend = spec["backend"]
@@ -140,12 +171,9 @@ def run(spec: dict) -> int:
             compiled["n"] = 0
             t0 = time.perf_counter()
             if mode == "check":
-                force = (spec.get("force") or {}).get(h) or {}
-                with _compat.eager_compiled_regions() as compile_mode:
-                    with PlacementMonitor(force=force, watch=[tuple(w) for w in spec.get("watch", [])],
-                                          force_slices=[tuple(w) for w in (spec.get("force_slices") or {}).get(h, [])]) as mon:
-                        progress(f"{h}: running the harness")
-                        model = fn(ctx)
+                with _compat.eager_compiled_regions() as compile_mode, monitor_for(spec, h) as mon:
+                    progress(f"{h}: running the harness")
+                    model = fn(ctx)
                 run_s = time.perf_counter() - t0
                 ref = None
                 ref_path = (spec.get("reference") or {}).get(h)
@@ -156,21 +184,9 @@ def run(spec: dict) -> int:
                 progress(f"{h}: gathering (all_gather_object)")
                 payloads = gather(payload)
                 if rank == 0:
-                    res = compute(payloads, spec.get("reference_rtol"))
-                    if isinstance(model, torch.nn.Module):
-                        from placement_lint.runtime.monitor import param_location
-
-                        for p in res["params"]:
-                            if p.get("status") == "diverging" or p.get("matches_reference") is False:
-                                p["location"] = param_location(model, p["name"])
-                    res.update({"harness": h, "seconds": round(time.perf_counter() - t0, 4),
-                                "harness_seconds": round(run_s, 4), "backend": backend,
-                                "compile": {"mode": compile_mode, "compiled_regions": compiled["n"]}})
-                    if compile_mode == "not-checked" and compiled["n"]:
-                        res.setdefault("warnings", []).append(f"{compiled['n']} torch.compile region(s) were not checked: "
-                                           "this torch cannot force them to run eagerly")
-                    res["loaded_files"] = loaded_files(spec.get("watch"))
-                    results.append(res)
+                    results.append(finish_check(compute(payloads, spec.get("reference_rtol")), spec, model,
+                                                harness=h, backend=backend, t0=t0, run_s=run_s,
+                                                compile_mode=compile_mode, compiled_regions=compiled["n"]))
             elif mode == "reference":
                 progress(f"{h}: reference run")
                 results.append({"harness": h, "params": reference_run(fn, ctx, spec["reference_out"][h])})
