@@ -29,8 +29,6 @@ TINY = 1e-30
 REF_RTOL = {"float64": 1e-3, "float32": 1e-3, "float16": 0.05, "bfloat16": 0.1,
             "float8_e4m3fn": 0.25, "float8_e5m2": 0.25}
 _PRECISION_ORDER = ("float8_e5m2", "float8_e4m3fn", "bfloat16", "float16", "float32", "float64")
-EPS = {"float64": 2.2e-16, "float32": 1.2e-7, "float16": 9.8e-4, "bfloat16": 7.8e-3,
-       "float8_e4m3fn": 0.125, "float8_e5m2": 0.25}
 
 SEVERITY = {"confirmed": 5, "mixed": 4, "double-count": 3, "inconclusive": 2, "refuted": 1, "not-reached": 0}
 
@@ -238,11 +236,12 @@ def judge_site(per_rank: dict[int, dict], world_size: int, torch_version: str,
     return {"verdict": verdict, "evidence": ordered}
 
 
-def judge_params(payloads: list[dict], reference_rtol: float | None = None) -> list[dict]:
+def judge_params(payloads: list[dict], reference_rtol: float | None = None,
+                 low_precision: list[str] | None = None) -> list[dict]:
     """DTP901 candidates: replicated DTensor parameters whose gradients differ across ranks; with
-    a reference, whether each parameter's gradient matches the one-rank run's."""
+    a reference, whether each parameter's gradient matches the one-rank run's (within the
+    tolerance of the lowest precision the model computed in, or `reference_rtol`)."""
     out = []
-    low = sorted({d for p in payloads for d in (p.get("low_precision") or [])})
     names = list(payloads[0].get("params", {}))
     for name in names:
         per_rank = {p["rank"]: p["params"][name] for p in payloads if name in p.get("params", {})}
@@ -257,7 +256,7 @@ def judge_params(payloads: list[dict], reference_rtol: float | None = None) -> l
         refs = {str(r): e.get("ref_rel_diff") for r, e in per_rank.items() if "ref_rel_diff" in e}
         if refs:
             entry["reference_rel_diff"] = {k: _round(v) for k, v in refs.items()}
-            cdt = compute_dtype(first.get("dtype") or "", low)
+            cdt = compute_dtype(first.get("dtype") or "", low_precision)
             tol = ref_rtol(cdt) if reference_rtol is None else reference_rtol
             entry["compute_dtype"] = cdt
             entry["reference_tolerance"] = tol
@@ -342,7 +341,8 @@ def compute(payloads: list[dict], reference_rtol: float | None = None) -> dict:
             "params": any_site.get("params") or [],
             **res,
         })
-    params = judge_params(payloads, reference_rtol)
+    low_precision = sorted({d for p in payloads for d in (p.get("low_precision") or [])})
+    params = judge_params(payloads, reference_rtol, low_precision)
     warnings: list[str] = []
     same = identical_shards(payloads)
     if same:
@@ -369,7 +369,7 @@ def compute(payloads: list[dict], reference_rtol: float | None = None) -> dict:
         "sites": sites,
         "params": params,
         "forced_calls": sum(p.get("forced_calls", 0) for p in payloads),
-        "low_precision": sorted({d for p in payloads for d in (p.get("low_precision") or [])}),
+        "low_precision": low_precision,
     }
     if warnings:
         out["warnings"] = warnings
@@ -426,10 +426,14 @@ def _downgrade_identical(sites: list[dict], same: dict[int, tuple[str, list[str]
 
 
 def _tie_to_reference(sites: list[dict], params: list[dict], meshes: dict[str, dict | None]) -> None:
-    """A site that converted a parameter and looked right across ranks (`refuted`) is the cause
-    when the reference says that parameter's gradient is 1/k of the truth on every rank, k the
-    size of a mesh dim the site labelled Replicate: each rank computed its 1/k share and the
-    label skipped the sum. The cross-rank test cannot see this (the ranks agree)."""
+    """Settle, with the reference, the verdicts of sites that converted a parameter.
+
+    A `refuted` site (the ranks agree) is the cause when the reference says the parameter's
+    gradient is 1/k of the truth on every rank, k the size of a mesh dim the site labelled
+    Replicate: each rank computed its 1/k share and the label skipped the sum. A `double-count`
+    site is not one when the parameter's gradient matches the reference: each rank's forward
+    took 1/k of the parameter, so summing the identical addends is right. Without a reference,
+    such sites get a `reference_hint`."""
     pmap = {p["name"]: p for p in params}
     for s in sites:
         if s["verdict"] == "double-count" and s.get("params"):
