@@ -695,8 +695,7 @@ class PlacementMonitor:
                 entry["value"] = fingerprint(p._local_tensor)
             if with_reference:
                 full = g.full_tensor() if isinstance(g, DTensor) else g
-                entry["ref_rel_diff"] = _ref_rel_diff(full, ref)
-                entry["ref_scale"] = _ref_scale(full, ref)
+                entry["ref"] = _ref_stats(full, ref)
             return entry
         # plain parameter: replicas are the ranks holding the same values (a broadcast-initialised
         # Linear); per-rank experts hold different values and are never compared
@@ -706,8 +705,7 @@ class PlacementMonitor:
         if g is not None:
             entry["fp"] = fingerprint(g)
             if with_reference and ref is not None and tuple(ref.shape) == tuple(g.shape):
-                entry["ref_rel_diff"] = _ref_rel_diff(g, ref)
-                entry["ref_scale"] = _ref_scale(g, ref)
+                entry["ref"] = _ref_stats(g, ref)
         return entry
 
     def collect(self, model: torch.nn.Module | None = None, *, reference: dict | None = None) -> dict:
@@ -816,44 +814,31 @@ def param_location(model: torch.nn.Module, name: str) -> dict:
     return {}
 
 
-def _ref_rel_diff(full: torch.Tensor, ref: torch.Tensor | None) -> float | None:
+def _ref_stats(full: torch.Tensor, ref: torch.Tensor | None) -> dict:
+    """How a parameter's gradient compares with the one-rank reference's (one host copy):
+    rel_diff, the largest difference relative to the reference's abs-max (None: no reference
+    gradient); scale, [s, cos] with full ~= s * ref at cosine similarity cos (a gradient off by
+    one factor on every rank, each rank keeping 1/k of it under a Replicate label, has cos ~ 1
+    and s ~ 1/k; None where undefined)."""
     if ref is None:
-        return None
+        return {"rel_diff": None, "scale": None}
     if _SIM is not None:
-        return _SIM.per_rank(full, lambda x: _ref_rel_diff_plain(x, ref))
-    return _ref_rel_diff_plain(full, ref)
+        return _SIM.per_rank(full, lambda x: _ref_stats_plain(x, ref))
+    return _ref_stats_plain(full, ref)
 
 
-def _ref_scale(full: torch.Tensor, ref: torch.Tensor | None) -> list[float] | None:
-    """[s, cos]: full ~= s * ref with cosine similarity cos. A gradient off by one factor on
-    every rank (each rank kept 1/k of it under a Replicate label) has cos ~ 1 and s ~ 1/k."""
-    if ref is None:
-        return None
-    if _SIM is not None:
-        return _SIM.per_rank(full, lambda x: _ref_scale_plain(x, ref))
-    return _ref_scale_plain(full, ref)
-
-
-def _ref_scale_plain(full: torch.Tensor, ref: torch.Tensor) -> list[float] | None:
-    a = full.detach().to("cpu", torch.float64).reshape(-1)
-    b = ref.detach().to("cpu", torch.float64).reshape(-1)
-    if a.shape != b.shape or not a.numel():
-        return None
-    bb = float(b @ b)
-    aa = float(a @ a)
-    if bb <= 1e-300 or aa <= 1e-300:
-        return None
-    ab = float(a @ b)
-    return [ab / bb, ab / (aa ** 0.5 * bb ** 0.5)]
-
-
-def _ref_rel_diff_plain(full: torch.Tensor, ref: torch.Tensor) -> float:
+def _ref_stats_plain(full: torch.Tensor, ref: torch.Tensor) -> dict:
     a = full.detach().to("cpu", torch.float64)
     b = ref.detach().to("cpu", torch.float64)
     if a.shape != b.shape:
-        return float("inf")
-    scale = max(float(b.abs().max()) if b.numel() else 0.0, 1e-30)
-    return float((a - b).abs().max()) / scale if a.numel() else 0.0
+        return {"rel_diff": float("inf"), "scale": None}
+    if not a.numel():
+        return {"rel_diff": 0.0, "scale": None}
+    rel = float((a - b).abs().max()) / max(float(b.abs().max()), 1e-30)
+    a, b = a.reshape(-1), b.reshape(-1)
+    aa, bb, ab = float(a @ a), float(b @ b), float(a @ b)
+    scale = None if bb <= 1e-300 or aa <= 1e-300 else [ab / bb, ab / (aa ** 0.5 * bb ** 0.5)]
+    return {"rel_diff": rel, "scale": scale}
 
 
 def gather(payload: dict) -> list[dict]:

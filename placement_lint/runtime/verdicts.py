@@ -253,7 +253,7 @@ def judge_params(payloads: list[dict], reference_rtol: float | None = None,
             "status": "agree",
             "per_rank_grad_norms": {str(r): _round(e["fp"][0]) for r, e in per_rank.items() if e.get("fp")},
         }
-        refs = {str(r): e.get("ref_rel_diff") for r, e in per_rank.items() if "ref_rel_diff" in e}
+        refs = {str(r): e["ref"]["rel_diff"] for r, e in per_rank.items() if e.get("ref") is not None}
         if refs:
             entry["reference_rel_diff"] = {k: _round(v) for k, v in refs.items()}
             cdt = compute_dtype(first.get("dtype") or "", low_precision)
@@ -263,7 +263,7 @@ def judge_params(payloads: list[dict], reference_rtol: float | None = None,
             if reference_rtol is not None:
                 entry["tolerance_source"] = "--reference-rtol"
             entry["matches_reference"] = all(v is not None and v <= tol for v in refs.values())
-            scales = {str(r): e.get("ref_scale") for r, e in per_rank.items() if e.get("ref_scale")}
+            scales = {str(r): e["ref"]["scale"] for r, e in per_rank.items() if (e.get("ref") or {}).get("scale")}
             if scales:
                 entry["reference_scale"] = {k: [_round(v[0]), _round(v[1])] for k, v in scales.items()}
         if not all(e.get("fp") for e in per_rank.values()):

@@ -19,9 +19,7 @@ def _payload(rank, *, value=None, placements=("S",), label="P", grad=(1.0, 2.0, 
     if value is not None:
         param["value"] = fp(value)
     if ref_rel is not None:
-        param["ref_rel_diff"] = ref_rel
-    if ref_scale is not None:
-        param["ref_scale"] = list(ref_scale)
+        param["ref"] = {"rel_diff": ref_rel, "scale": list(ref_scale) if ref_scale is not None else None}
     return {
         "rank": rank, "torch": "x", "forced_calls": 0, "low_precision": list(low),
         "params": {"w": param},
