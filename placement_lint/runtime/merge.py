@@ -82,16 +82,9 @@ def _module_matches(module: str, key: str) -> bool:
     relative to the model the harness called: match on a dotted suffix (wildcards allowed)."""
     if not module:
         return False
-    parts = module.split(".")
-    kparts = key.split(".")
-    if len(kparts) > len(parts):
-        return False
-    for start in range(len(parts) - len(kparts) + 1):
-        window = parts[start:start + len(kparts)]
-        if (start + len(kparts) == len(parts) and len(window) == len(kparts)
-                and all(fnmatch.fnmatchcase(p, k) for p, k in zip(window, kparts))):
-            return True
-    return False
+    parts, kparts = module.split("."), key.split(".")
+    return len(kparts) <= len(parts) and all(
+        fnmatch.fnmatchcase(p, k) for p, k in zip(parts[-len(kparts):], kparts))
 
 
 def _lm_file(local_map: str) -> str:
