@@ -101,3 +101,10 @@ def test_fast_path_never_imports_click_or_libcst(tree):
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60).stdout.split()
     assert out == ["All", "checks", "passed!", "0", "False", "False"]
+
+
+def test_fast_path_knows_every_config_file_name():
+    """entry.py mirrors config discovery without importing it (start-up cost): same file names."""
+    from placement_lint.config import CONFIG_FILENAMES
+
+    assert (*entry._CONFIG_NAMES, "pyproject.toml") == CONFIG_FILENAMES
