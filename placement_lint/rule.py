@@ -113,6 +113,16 @@ class Rule:
         return textwrap.dedent(cls.__doc__ or "").strip()
 
 
+class RuntimeOnlyRule(Rule):
+    """A code that `placement-lint confirm` reports from a run (DTP90x). The static pass never
+    emits it: the class carries its documentation, for `explain`, `rules` and the docs."""
+
+    RUNTIME_ONLY: ClassVar[bool] = True
+
+    def check(self, ctx: FileContext) -> Iterable[Finding]:
+        return ()
+
+
 _REGISTRY: dict[str, type[Rule]] | None = None
 
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from placement_lint.rule import Rule
+from placement_lint.rule import RuntimeOnlyRule
 
 
-class DivergingReplicatedGradient(Rule):
+class DivergingReplicatedGradient(RuntimeOnlyRule):
     """
     What it does
         Reported by `placement-lint confirm` for every parameter that is Replicate on some mesh dim
@@ -34,7 +34,3 @@ class DivergingReplicatedGradient(Rule):
     CODE = "DTP901"
     SLUG = "diverging-replicated-gradient"
     SUMMARY = "runtime: a replicated parameter's gradient differs across the ranks of a replicated mesh dim"
-    RUNTIME_ONLY = True  # produced by `placement-lint confirm`, never by the static pass
-
-    def check(self, ctx):
-        return ()

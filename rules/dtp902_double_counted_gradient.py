@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from placement_lint.rule import Rule
+from placement_lint.rule import RuntimeOnlyRule
 
 
-class DoubleCountedGradient(Rule):
+class DoubleCountedGradient(RuntimeOnlyRule):
     """
     What it does
         Reported by `placement-lint confirm` at a DTensor exit whose declared grad placement is
@@ -30,7 +30,3 @@ class DoubleCountedGradient(Rule):
     CODE = "DTP902"
     SLUG = "double-counted-gradient"
     SUMMARY = "runtime: a gradient labelled Partial that every rank computed in full (over-counted by the mesh size)"
-    RUNTIME_ONLY = True  # produced by `placement-lint confirm`, never by the static pass
-
-    def check(self, ctx):
-        return ()

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from placement_lint.rule import Rule
+from placement_lint.rule import RuntimeOnlyRule
 
 
-class UnflaggedLocalConversion(Rule):
+class UnflaggedLocalConversion(RuntimeOnlyRule):
     """
     What it does
         Reported by `placement-lint confirm` for a `to_local()` / `full_tensor()` / style hook call
@@ -29,7 +29,3 @@ class UnflaggedLocalConversion(Rule):
     CODE = "DTP903"
     SLUG = "unflagged-local-conversion"
     SUMMARY = "runtime: a DTensor exit whose gradient contradicts its label, where the static pass found nothing"
-    RUNTIME_ONLY = True  # produced by `placement-lint confirm`, never by the static pass
-
-    def check(self, ctx):
-        return ()

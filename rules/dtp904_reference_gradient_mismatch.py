@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from placement_lint.rule import Rule
+from placement_lint.rule import RuntimeOnlyRule
 
 
-class ReferenceGradientMismatch(Rule):
+class ReferenceGradientMismatch(RuntimeOnlyRule):
     """
     What it does
         Reported by `placement-lint confirm --reference` for every parameter whose gradient
@@ -29,7 +29,3 @@ class ReferenceGradientMismatch(Rule):
     CODE = "DTP904"
     SLUG = "reference-gradient-mismatch"
     SUMMARY = "runtime (--reference): a parameter gradient differs from a one-rank run of the same harness"
-    RUNTIME_ONLY = True  # produced by `placement-lint confirm`, never by the static pass
-
-    def check(self, ctx):
-        return ()
