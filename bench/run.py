@@ -223,21 +223,6 @@ def run_once(cmd: list[str], cwd: Path, timeout: float | None = None) -> Sample:
         return sample
 
 
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        kids.setdefault(ppid, []).append(int(name))
-    return kids
-
-
 def _pss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
@@ -263,15 +248,11 @@ def tree_pss_peak_mb(cmd: list[str], cwd: Path, interval: float = 0.02) -> float
         return None
     proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from placement_lint.runtime.launcher import process_tree  # the launcher's /proc walk (no torch)
+
     peak = 0
     while proc.poll() is None:
-        kids = _children_map()
-        todo, total = [proc.pid], 0
-        while todo:
-            pid = todo.pop()
-            total += _pss_kb(pid)
-            todo.extend(kids.get(pid, ()))
-        peak = max(peak, total)
+        peak = max(peak, sum(_pss_kb(pid) for pid in process_tree(proc.pid)))
         time.sleep(interval)
     return peak / 1024
 
