@@ -87,12 +87,3 @@ class Pool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
-
-
-def map_chunked(fn: Callable[[list], list], items: Sequence[tuple[str, bytes, Any]], jobs: int | None) -> list:
-    """One `map` on a pool of its own (closed on return)."""
-    pool = Pool(jobs)
-    try:
-        return pool.map(fn, items)
-    finally:
-        pool.close()
