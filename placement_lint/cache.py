@@ -17,6 +17,7 @@ from placement_lint.facts import FACTS_VERSION
 
 
 #: modules whose code decides what facts a file has: a change to any of them invalidates the cache
+#: (and every module of the analysis/ package, the analyzer's pieces)
 _FACT_MODULES = ("analyzer.py", "api.py", "facts.py", "prefilter.py", "regions.py", "suppression.py")
 
 
@@ -24,7 +25,7 @@ def code_fingerprint() -> str:
     """Hash of the analysis code itself, so an edited analyzer never reads stale facts."""
     h = hashlib.blake2b(digest_size=8)
     here = Path(__file__).resolve().parent
-    for name in _FACT_MODULES:
+    for name in (*_FACT_MODULES, *sorted(p.relative_to(here).as_posix() for p in (here / "analysis").glob("*.py"))):
         try:
             h.update((here / name).read_bytes())
         except OSError:

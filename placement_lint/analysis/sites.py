@@ -1,0 +1,183 @@
+"""Sites: what the analyzer records for the rules (exits, rank slices, styles, local_map), the
+evidence attached to them, and their positions."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from placement_lint import api
+from placement_lint.analysis.scopes import Scope
+from placement_lint.analysis.syntax import is_data_parallel_name, kwarg
+from placement_lint.analysis.values import ANY, V, placements_of
+
+
+class SitesMixin:
+    """Mixin of FileAnalyzer (placement_lint.analyzer)."""
+
+    # -- sites -----------------------------------------------------------------------------------
+    def add_site(self, node: cst.CSTNode, scope: Scope, kind: str, **data: Any) -> int:
+        site = {"kind": kind, "symbol": scope.symbol, "guard": scope.guard}
+        site.update(data)
+        self.sites.append(site)
+        self.site_nodes.append(node)
+        self.site_blocks.append(self.block_index)
+        self.site_units.append(self.unit)
+        return len(self.sites) - 1
+
+    def note(self, exits: frozenset, key: str, node: cst.CSTNode, why: str) -> None:
+        for i in exits:
+            site = self.sites[i]
+            site["used"] = True
+            if key == "use":
+                continue
+            site.setdefault(key, [])
+            if len(site[key]) < 4:
+                site[key].append(why)
+                self.related_nodes.setdefault(i, []).append((key, node))
+
+    def use(self, v: V) -> None:
+        for i in v.exits:
+            self.sites[i]["used"] = True
+
+    def meet(self, operands: Sequence[V], node: cst.CSTNode) -> None:
+        """Operands combined in one operation: exits meeting rank-dependent data get noted."""
+        for v in operands:
+            if not v.exits:
+                continue
+            for other in operands:
+                if other is v:
+                    continue
+                # only rank-dependent *data* makes per-rank gradients differ: adding or comparing
+                # a rank-derived integer offset does not
+                reason = f"meets {other.rankdep}" if other.rankdep else ""
+                if reason and not (other.exits and other.exits <= v.exits and not other.rankdep):
+                    self.note(v.exits - other.exits if other.rankdep.startswith("local") else v.exits, "meets", node, reason)
+                    break
+
+    # -- site builders -------------------------------------------------------------------------------
+    def exit_site(self, method: str, recv: V, node: cst.Call, scope: Scope) -> V:
+        if recv.nograd or recv.kind == "inttensor":
+            # no gradient flows back through it (a .grad, a detached or integer tensor)
+            return V(kind=recv.kind if recv.kind == "inttensor" else "tensor", nograd=True, rankdep=recv.rankdep)
+        gp = kwarg(node, "grad_placements")
+        has_grad = gp is not None and not (isinstance(gp.value, cst.Name) and gp.value.value == "None")
+        pl = recv.pl if recv.kind == "dtensor" else frozenset()
+        known = pl and ANY not in pl
+        all_shard = known and pl == frozenset("S")
+        if method == "to_local" and all_shard:
+            return V(kind="tensor", rankdep="the local shard of a Shard DTensor", param=recv.param)
+        if has_grad:
+            mixed_shard = known and "S" in pl and method == "to_local"
+            return V(kind="tensor", rankdep="the local shard of a Shard DTensor" if mixed_shard else "")
+        idx = self.add_site(
+            node, scope, "exit", api=method,
+            placements=sorted(pl) if known else None,
+            param=recv.param,
+            cls=scope.cls.qualname if scope.cls is not None else None,
+            used=False,
+            nargs=len(node.args),
+        )
+        if scope.cls is not None:
+            scope.cls.bare_exits.append(idx)
+        rankdep = "the local shard of a Shard DTensor" if (method == "to_local" and known and "S" in pl) else ""
+        return V(kind="tensor", exits=frozenset([idx]), rankdep=rankdep)
+
+    def rank_kind(self, *nodes: cst.CSTNode | None) -> str:
+        """"data" when the rank comes from a mesh dim / group / variable that shards the data
+        (cp, sp, dp, ...): slicing activations by it is the intended per-rank share."""
+        for n in nodes:
+            if n is None:
+                continue
+            if is_data_parallel_name(self.module.code_for_node(n)):
+                return "data"
+        return "call"
+
+    def literal_bool(self, node: cst.BaseExpression) -> bool | None:
+        if isinstance(node, cst.Name) and node.value in ("True", "False"):
+            return node.value == "True"
+        return None
+
+    def style_site(self, node: cst.Call, scope: Scope, style: str, args: list[V], kwargs: dict[str, V]) -> None:
+        flags = {}
+        for flag, (layout_kw, default_layout, default_flag) in api.STYLES[style].items():
+            a = kwarg(node, flag)
+            explicit = self.literal_bool(a.value) if a is not None else None
+            if a is None:
+                value, how = default_flag, "default"
+            elif explicit is None:
+                value, how = True, "variable"  # a variable: may be True
+            else:
+                value, how = explicit, "explicit"
+            layout = kwargs.get(layout_kw) if layout_kw else None
+            if layout is not None:
+                pl = sorted(placements_of(layout)) or ["?"]
+                layout_how = "explicit"
+            else:
+                pl = [default_layout] if default_layout else ["?"]
+                layout_how = "default"
+            flags[flag] = {"value": value, "how": how, "layout": pl, "layout_how": layout_how, "layout_kw": layout_kw}
+        self.add_site(node, scope, "style", style=style, flags=flags, plan_key=self._plan_key)
+
+    def local_map_site(self, node: cst.Call, scope: Scope, args: list[V], kwargs: dict[str, V], partial: bool = False) -> None:
+        names = api.LOCAL_MAP_PARAMS
+        given: dict[str, V] = {}
+        for i, v in enumerate(args):
+            if i < len(names):
+                given[names[i]] = v
+        given.update(kwargs)
+        in_pl = given.get("in_placements")
+        grad = given.get("in_grad_placements")
+        if grad is None:
+            grad_state = "absent"
+        elif grad.kind == "none":
+            grad_state = "none"
+        elif grad.maybe_none:
+            grad_state = "none on some branch"
+        else:
+            grad_state = "set"
+        pl = sorted(in_pl.pl) if in_pl is not None and in_pl.kind == "placements" else None
+        self.add_site(node, scope, "local_map", grad=grad_state, in_placements=pl, partial=partial)
+
+    # -- output -----------------------------------------------------------------------------------------
+    def facts(self, positions: str = "none") -> dict[str, Any]:
+        """Sites, with positions per `positions`: "none", "sites" (blocks holding a site a rule
+        reads directly) or "all" (also calls that may apply a project style). Positions cost a
+        code-generating pass over a block, so the engine asks for them only where needed."""
+        needed = {
+            b for b, site in zip(self.site_blocks, self.sites)
+            if positions == "all" or (positions == "sites" and site["kind"] != "style_candidate")
+        }
+        resolved: dict[Any, Any] = {}
+
+        def locate(b: int, unit) -> tuple[Any, int, int]:
+            """Position table, line offset and column offset for a site in block b / method unit."""
+            if unit is not None:
+                # one method, code-generated on its own: dedented by its class indent, and its
+                # leading blank/comment lines come first
+                fn, line0, indent = unit
+                if id(fn) not in resolved:
+                    resolved[id(fn)] = MetadataWrapper(cst.Module(body=[fn]), unsafe_skip_copy=True).resolve(PositionProvider)
+                return resolved[id(fn)], line0 - len(fn.leading_lines), indent
+            if b not in resolved:
+                resolved[b] = MetadataWrapper(self.blocks[b][1], unsafe_skip_copy=True).resolve(PositionProvider)
+            return resolved[b], self.blocks[b][0] - 1, 0
+
+        partial = False
+        for i, (site, n, b, unit) in enumerate(zip(self.sites, self.site_nodes, self.site_blocks, self.site_units)):
+            if b not in needed:
+                site["pos"] = None
+                partial = True
+                continue
+            positions, dl, dc = locate(b, unit)
+            r = positions[n]
+            site["pos"] = [r.start.line + dl, r.start.column + 1 + dc, r.end.line + dl, r.end.column + 1 + dc]
+            for key, rn in self.related_nodes.get(i, ()):
+                site.setdefault(f"{key}_lines", []).append(positions[rn].start.line + dl)
+        classes = [
+            {"name": c.name, "qualname": c.qualname, "bases": c.bases, "torch_style": c.is_torch_style, "bare_exits": c.bare_exits}
+            for c in self.classes
+        ]
+        return {"sites": self.sites, "classes": classes, "unpositioned": partial}

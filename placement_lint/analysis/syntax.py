@@ -1,0 +1,44 @@
+"""Helpers on LibCST syntax, and the name heuristics the analyzer may use where the code says
+nothing (api.py holds the name tables)."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from placement_lint import api
+
+
+def dotted(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr.value}" if base else None
+    return None
+
+
+def module_ref(node: cst.BaseExpression | None) -> str:
+    return dotted(node) or "" if node is not None else ""
+
+
+def is_self(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Name) and node.value in ("self", "cls")
+
+
+def is_data_parallel_name(text: str) -> bool:
+    words = re.split(r"[^a-z0-9]+", text.lower())
+    return any(w in api.DATA_PARALLEL_MARKERS or w.startswith(("dp_", "cp_", "sp_")) for w in words)
+
+
+def is_int_name(low: str) -> bool:
+    """Names that hold integer data in practice: ids, indices, masks, counts, offsets."""
+    return low.endswith(api.INT_NAME_SUFFIXES) or any(w in low for w in api.INT_NAME_PARTS)
+
+
+def kwarg(call: cst.Call, name: str) -> cst.Arg | None:
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == name:
+            return a
+    return None

@@ -1,0 +1,97 @@
+"""The abstract values of the analyzer: one lattice element per local name (kind, placements, the
+exit sites a value derives from, rank and rank-dependence taints), `join` for branches and
+`combine` for operations."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+ANY = "?"  # placement letter for "unknown"
+
+
+def is_torch_name(q: str) -> bool:
+    """torch itself: `torch` or `torch.*` (not torchtitan, torchao, torchvision...)."""
+    return q == "torch" or q.startswith("torch.")
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Abstract values
+@dataclasses.dataclass(frozen=True)
+class V:
+    """Abstract value. Unknown is the default: every field empty."""
+
+    kind: str = "unknown"  # dtensor|tensor|inttensor|list|chunks|placements|placement|partial|obj|int|str|bool|none|meta|dict|unknown
+    pl: frozenset = frozenset()  # placement letters for dtensor/placements; empty = unknown
+    exits: frozenset = frozenset()  # indices of exit sites this value derives from
+    rank: str = ""  # "" | "call" (from a rank API) | "name" (a name that looks like a rank)
+    rankdep: str = ""  # why the data differs across ranks ("" = not known to)
+    elems: tuple = ()  # for tuple/list literals (unpacking)
+    fields: tuple = ()  # ((key, V), ...) for partial/obj
+    callee: str = ""  # for partial: canonical callee
+    maybe_none: bool = False
+    chunk_op: str = ""  # for kind == "chunks": chunk|split|tensor_split
+    parent: Any = None  # for chunks: the V that was split
+    param: bool = False  # an nn.Parameter / weight (known differentiable leaf)
+    nograd: bool = False  # carries no gradient: .grad, .detach(), fresh tensors, state_dict values
+    synced: bool = False  # output of a differentiable collective: its backward already reduces
+    slices: frozenset = frozenset()  # rank_slice sites this value is the direct result of
+
+    def field(self, name: str) -> "V | None":
+        for k, v in self.fields:
+            if k == name:
+                return v
+        return None
+
+
+UNKNOWN = V()
+NONE = V(kind="none", maybe_none=True)
+
+
+def join(a: V, b: V) -> V:
+    """Merge two branches' values for one name."""
+    if a is b or a == b:
+        return a
+    kind = a.kind if a.kind == b.kind else (b.kind if a.kind == "none" else a.kind if b.kind == "none" else "unknown")
+    return V(
+        kind=kind,
+        pl=(a.pl | b.pl) if (a.pl and b.pl) else frozenset(),
+        exits=a.exits | b.exits,
+        rank=a.rank or b.rank,
+        rankdep=a.rankdep or b.rankdep,
+        elems=a.elems if a.elems == b.elems else (),
+        fields=a.fields or b.fields,
+        callee=a.callee or b.callee,
+        maybe_none=a.maybe_none or b.maybe_none or a.kind == "none" or b.kind == "none",
+        chunk_op=a.chunk_op or b.chunk_op,
+        parent=a.parent or b.parent,
+        param=a.param and b.param,
+        nograd=a.nograd and b.nograd,
+        synced=a.synced and b.synced,
+    )
+
+
+def combine(vals: Iterable[V], kind: str = "tensor") -> V:
+    """The value of an operation on several operands: taints flow through."""
+    exits: frozenset = frozenset()
+    rank = rankdep = ""
+    tensors = []
+    for v in vals:
+        exits |= v.exits
+        rank = rank or v.rank
+        rankdep = rankdep or v.rankdep
+        if v.kind in ("tensor", "dtensor", "inttensor") or v.exits:
+            tensors.append(v)
+    # no gradient comes out only if none goes in; a collective's output stays synced through views
+    nograd = bool(tensors) and all(v.nograd for v in tensors)
+    synced = bool(tensors) and all(v.synced for v in tensors)
+    return V(kind=kind, exits=exits, rank=rank, rankdep=rankdep, nograd=nograd, synced=synced)
+
+
+def placements_of(v: V | None) -> frozenset:
+    if v is None:
+        return frozenset()
+    if v.kind in ("placements", "placement"):
+        return v.pl
+    return frozenset()
