@@ -23,13 +23,14 @@ from placement_lint.analysis.expressions import ExpressionsMixin
 from placement_lint.analysis.scopes import ClassInfo, Scope
 from placement_lint.analysis.sites import SitesMixin
 from placement_lint.analysis.statements import StatementsMixin
+from placement_lint.analysis.summaries import SummariesMixin
 from placement_lint.analysis.syntax import dotted
 
 
 # The analyzer is split along its seams: values (the lattice), scopes, statements, expressions,
 # calls and sites each live in placement_lint/analysis/; this class holds the state they share,
 # name resolution and the order in which a file is walked.
-class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin):
+class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, SummariesMixin):
     def __init__(self, blocks: Sequence[tuple[int, cst.Module, list | None]]):
         # (1-based start line, module, kept class members or None) per parsed top-level block
         self.blocks = blocks
@@ -47,6 +48,13 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin):
         self.local_classes: dict[str, ClassInfo] = {}
         self.local_functions: set[str] = set()
         self._plan_key: str | None = None
+        self._plan_elem: cst.CSTNode | None = None  # the plan dict entry being evaluated
+        # per-function summaries (analysis/summaries.py): parameter slots and where they went
+        self.functions: dict[str, dict[str, Any]] = {}
+        self.slots: list[dict[str, Any]] = []
+        self.slot_places: list[tuple[int, Any]] = []
+        self.slot_nodes: dict[int, list[tuple[str, cst.CSTNode]]] = {}
+        self.returns_styles: dict[str, set[str]] = {}
         self._deferred: list[tuple[int, cst.FunctionDef, Scope, str, ClassInfo | None, str]] = []
 
     # -- name resolution -----------------------------------------------------------------------

@@ -64,8 +64,14 @@ LOCAL_MAP_PACKAGES = {"torch", "torchtitan"}
 # --- Rank values ---------------------------------------------------------------------------------
 #: functions returning this process's rank (resolved through imports: dist.get_rank, ...)
 RANK_FUNCTIONS = {"get_rank", "get_local_rank", "get_node_local_rank", "get_global_rank", "get_group_rank"}
-#: methods returning a rank (mesh.get_local_rank(), group.rank(), mesh.get_coordinate())
+#: methods returning a rank when called without arguments (mesh.get_local_rank(), group.rank(),
+#: mesh.get_coordinate())
 RANK_METHODS = {"get_local_rank", "get_rank", "rank", "get_coordinate", "get_group_rank"}
+#: of those, the ones returning a sequence of ranks, one per mesh dim (`mesh.get_coordinate()[d]`)
+RANK_SEQUENCE_METHODS = {"get_coordinate"}
+#: methods returning a rank whatever their arguments (`mesh.get_local_rank("tp")`,
+#: `dist.get_rank(group)`, `mesh._sym_get_coordinate(d)`, `dist.get_group_rank(group, r)`)
+RANK_METHODS_WITH_ARGS = {"get_local_rank", "get_rank", "_sym_get_coordinate", "get_group_rank", "get_global_rank"}
 #: environment variables that hold a rank
 RANK_ENV_VARS = {"RANK", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK"}
 #: a parameter or attribute named like this probably holds a rank (lower confidence: name only)
@@ -152,7 +158,7 @@ LOSS_FUNCTIONS = {
 #: differentiable collectives: their backward already reduces, so slicing their output by rank
 #: is the correct hand-written redistribute
 SYNCED_CALL_SUBSTRINGS = ("_autograd",)
-SYNCED_MODULE_PREFIXES = ("torch.distributed.nn.functional",)
+SYNCED_MODULES = ("torch.distributed.nn.functional",)
 SYNCED_FUNCTION_CLASS_SUBSTRINGS = ("gather", "allreduce", "all_reduce", "alltoall", "all_to_all", "reducescatter", "reduce_scatter")
 #: names of mesh dims / groups / variables that shard the *data* (batch, sequence): a slice of
 #: activations by such a rank is the intended per-rank share, reduced later by FSDP/DDP
@@ -164,6 +170,10 @@ TENSOR_NAMESPACES = {
     "torch", "torch.nn.functional", "torch.special", "torch.linalg", "torch.fft", "torch.nn.init",
     "torch.distributed._functional_collectives", "torch.distributed.nn.functional", "F",
 }
+#: first components of dotted names that are never a project's ParallelStyle (unresolved aliases
+#: of torch modules, the standard library's typing helpers)
+NOT_PROJECT_ROOTS = {"nn", "F", "typing", "collections", "dataclasses", "functools", "enum"}
+
 #: names of model inputs and targets: slicing them by rank is data-parallel batch splitting
 BATCH_NAMES = {"input", "inputs", "target", "targets", "batch", "labels", "input_ids", "data"}
 

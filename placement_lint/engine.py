@@ -179,6 +179,9 @@ class FactStore:
 #: batches a worker gets in the pooled phase one (parallel.Pool.map_weighted's per_worker)
 SCAN_BATCHES_PER_WORKER = 32
 
+#: rounds of phase two b (files reached by resolving references, then the files they reach...)
+LATE_ROUNDS = 4
+
 #: below this many files a run reads them rather than loading the stat manifest
 MANIFEST_MIN_FILES = 20
 
@@ -300,7 +303,8 @@ def lint(
 
         from placement_lint.index import ProjectIndex
 
-        index = ProjectIndex(facts)
+        real_paths = {shown: os.path.abspath(src.path) for shown, src in sources.items()}
+        index = ProjectIndex(facts, real_paths)
         # Phase two: a file that applies a project style by name (`"gate": NoParallel()`) has no
         # static trigger token, and in the first pass the applying code may sit in a dropped region.
         # Now that the index knows the leaky style names, analyse the files that name them in full.
@@ -318,7 +322,17 @@ def lint(
             late = [p for p in late if facts.get(p, {}).get("mode") != "full"]
             if late:
                 analyse(late, "full")
-                index = ProjectIndex(facts)
+                index = ProjectIndex(facts, real_paths)
+        # Phase two b: references the index resolved to files (or regions) that were not analysed:
+        # a style class reached through re-exports or subclasses, the project function a local
+        # tensor is passed to. Analysed in full, a few rounds (calls several files deep).
+        for _ in range(LATE_ROUNDS):
+            index.follow_all()
+            late = sorted(p for p in index.wanted if p in sources and facts.get(p, {}).get("mode") != "full")
+            if not late:
+                break
+            analyse(late, "full")
+            index = ProjectIndex(facts, real_paths)
         index.count_style_uses()
         if manifest is not None:
             manifest.save()
@@ -330,7 +344,7 @@ def lint(
         need = {p for p in need if facts[p].get("mode") in ("", skip)}
         if need:
             analyse(sorted(need), "positions" + skip)
-            index = ProjectIndex(facts)
+            index = ProjectIndex(facts, real_paths)
             index.count_style_uses()
     finally:
         store.close()  # the pool, if a phase started one, serves no later phase

@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from placement_lint import api
+from placement_lint.resolution import Resolver
+
+#: how many calls deep a local tensor is followed into the project's functions
+MAX_CALL_DEPTH = 5
 
 
 @lru_cache(maxsize=4096)
@@ -35,8 +39,20 @@ def module_name(path: str | Path) -> str:
 
 
 class ProjectIndex:
-    def __init__(self, files: dict[str, dict[str, Any]]):
+    def __init__(self, files: dict[str, dict[str, Any]], paths: dict[str, str] | None = None):
+        """`files`: facts per shown path; `paths`: the real path of each file discovered (shown ->
+        path), analysed or not, so that a reference can be resolved to a file not yet analysed."""
         self.files = files
+        self.paths = {p: os.path.abspath(p) for p in files}
+        self.paths.update(paths or {})
+        self.shown = {real: shown for shown, real in self.paths.items()}
+        self.resolver = Resolver(self.paths.values())
+        #: files a reference led to whose facts are missing or partial: the engine analyses them
+        #: in full and rebuilds the index
+        self.wanted: set[str] = set()
+        self.functions: dict[tuple[str, str], dict[str, Any]] = {
+            (path, sym): fn for path, facts in files.items() for sym, fn in (facts.get("functions") or {}).items()
+        }
         self.modules = {path: module_name(path) for path, facts in files.items() if facts.get("classes") or facts.get("sites")}
         self.classes: dict[str, tuple[str, dict[str, Any]]] = {}
         self.by_name: dict[str, list[str]] = {}
@@ -49,8 +65,50 @@ class ProjectIndex:
         self.style_uses: dict[str, int] = {}
 
     # -- name resolution -----------------------------------------------------------------------
+    def locate(self, ref: str, from_path: str) -> tuple[str, str] | None:
+        """(shown path, qualified name) of the definition `ref` names, resolved as Python would
+        (resolution.Resolver); a file outside the files discovered is shown by its real path."""
+        found = self.resolver.resolve(ref, self.paths.get(from_path, from_path))
+        if found is None:
+            return None
+        real, qual = found
+        return self.shown.get(real, real), qual
+
+    def may_be_style(self, path: str, qual: str, depth: int = 0) -> bool:
+        """Whether the class `qual` of `path`, which the facts do not hold, derives from a
+        ParallelStyle (read from its module's syntax, bases resolved in turn)."""
+        real = self.paths.get(path, path)
+        bases = self.resolver.scan(real).bases.get(qual)
+        if not bases or depth > MAX_CALL_DEPTH:
+            return False
+        for base in bases:
+            if base.rsplit(".", 1)[-1] in api.STYLE_BASES:
+                return True
+            located = self.locate(base, path)
+            if located is None:
+                continue
+            bpath, bqual = located
+            fqn = f"{self.modules.get(bpath) or module_name(bpath)}.{bqual}"
+            if (fqn in self.classes and self.is_style(fqn)) or self.may_be_style(bpath, bqual, depth + 1):
+                return True
+        return False
+
+    def want(self, path: str) -> None:
+        """Ask for full facts of `path` (unless it has them already)."""
+        facts = self.files.get(path)
+        if (facts is None or facts.get("mode") != "full") and path in self.paths:
+            self.wanted.add(path)
+
     def resolve(self, ref: str, from_path: str) -> str | None:
         """Fully qualified name of the project class that `ref` (as imported in from_path) names."""
+        located = self.locate(ref, from_path) if ref else None
+        if located is not None:
+            path, qual = located
+            fqn = f"{self.modules.get(path) or module_name(path)}.{qual}"
+            if fqn in self.classes:
+                return fqn
+            if self.may_be_style(path, qual):
+                self.want(path)  # a style class in a file (or region) not analysed yet
         if not ref or ref.rsplit(".", 1)[-1] not in self.by_name:
             return None  # no project class of that name: the common case, decided in O(1)
         if ref.startswith("."):
@@ -135,10 +193,154 @@ class ProjectIndex:
         self.style_uses = {}
         for path, facts in self.files.items():
             for site in facts.get("sites", ()):
-                if site["kind"] == "style_candidate":
-                    fqn = self.resolve(site["ref"], path)
+                if site["kind"] == "style_candidate" and not site.get("applied_elsewhere"):
+                    fqn = self.resolve_style(site, path)
                     if fqn is not None and self.is_style(fqn):
                         self.style_uses[fqn] = self.style_uses.get(fqn, 0) + 1
 
     def iter_files(self) -> Iterable[tuple[str, dict[str, Any]]]:
         return self.files.items()
+
+    # -- styles reached through helpers ------------------------------------------------------------
+    def resolve_style(self, site: dict[str, Any], from_path: str, depth: int = 0) -> str | None:
+        """The project style class a style_candidate site instantiates: directly (`NoParallel()`)
+        or through a helper that returns one (`gate_style()`)."""
+        ref = site["ref"]
+        fqn = self.resolve(ref, from_path)
+        if fqn is not None or depth > MAX_CALL_DEPTH:
+            return fqn
+        if not (site.get("via_call") or depth):
+            return None  # a class that is not a style: no helper to look into
+        fn = self.function(ref, from_path, site)
+        if fn is None:
+            return None
+        path, _, info = fn
+        for inner in info.get("returns_styles", ()):
+            found = self.resolve_style({"ref": inner}, path, depth + 1)
+            if found is not None:
+                return found
+        return None
+
+    # -- calls into the project (per-function summaries) -------------------------------------------
+    def function(self, ref: str, from_path: str, call: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        """(path, symbol, summary) of the project function a call names: a method of the
+        caller's class or its bases (`self.m`), a nested or module-level function of the same
+        file, or one imported from another module."""
+        if ref.startswith("self."):
+            cls = call.get("cls")
+            return self.method(from_path, cls, ref[5:]) if cls else None
+        if "." not in ref:
+            scope = call.get("from") or ""
+            while True:  # nested functions first, innermost scope outwards
+                sym = f"{scope}.{ref}" if scope else ref
+                if (from_path, sym) in self.functions:
+                    return from_path, sym, self.functions[(from_path, sym)]
+                if not scope:
+                    break
+                scope = scope.rpartition(".")[0]
+        located = self.locate(ref, from_path)
+        if located is None:
+            return None
+        path, qual = located
+        info = self.functions.get((path, qual))
+        if info is None:
+            self.want(path)
+            return None
+        return path, qual, info
+
+    def method(self, path: str, cls: str, name: str, _seen: frozenset = frozenset()) -> tuple[str, str, dict[str, Any]] | None:
+        sym = f"{cls}.{name}"
+        if (path, sym) in self.functions:
+            return path, sym, self.functions[(path, sym)]
+        fqn = self.class_fqn(path, cls)
+        entry = self.classes.get(fqn)
+        if entry is None or fqn in _seen:
+            return None
+        if self.files.get(path, {}).get("mode") != "full":
+            self.want(path)  # the method may sit in a region the first pass dropped
+        for base in entry[1].get("bases", ()):
+            target = self.resolve(base, path)
+            if target is not None:
+                bpath, bc = self.classes[target]
+                found = self.method(bpath, bc["qualname"], name, _seen | {fqn})
+                if found is not None:
+                    return found
+        return None
+
+    def call_evidence(self, calls: list[dict[str, Any]], from_path: str, depth: int = 0,
+                      _seen: frozenset = frozenset()) -> tuple[str, str, int, str] | None:
+        """(why, path, line, function) of the first rank-dependent use a value meets inside the
+        project functions it is passed to, followed transitively (recursion and cycles end)."""
+        if depth >= MAX_CALL_DEPTH:
+            return None
+        for call in calls:
+            fn = self.function(call["ref"], from_path, call)
+            if fn is None:
+                continue
+            path, sym, info = fn
+            arg = call["arg"]
+            params = info.get("params", [])
+            if isinstance(arg, str):
+                if arg not in params:
+                    continue
+                index = params.index(arg)
+            else:
+                # a method called on self or an instance: its first parameter is the instance
+                index = arg + (1 if info.get("method") and call["ref"].startswith("self.") else 0)
+            key = (path, sym, index)
+            if key in _seen:
+                continue
+            slot = info.get("slots", {}).get(str(index))
+            if not slot:
+                continue
+            if slot.get("meets"):
+                lines = (slot.get("lines") or {}).get("meets") or [0]
+                return slot["meets"][0], path, lines[0], sym
+            offset = index - (arg if isinstance(arg, int) else index)  # parameter index - argument position
+            for j, k in enumerate(slot.get("meets_local_of", ())):
+                if isinstance(arg, int) and (k - offset) in call.get("shard_args", ()):
+                    lines = (slot.get("lines") or {}).get("meets_local_of") or [0]
+                    return (f"meets the local shard of the Shard DTensor passed as `{params[k]}`", path,
+                            lines[min(j, len(lines) - 1)], sym)
+            if slot.get("calls"):
+                found = self.call_evidence(slot["calls"], path, depth + 1, _seen | {key})
+                if found is not None:
+                    return found
+        return None
+
+    def follow_all(self) -> None:
+        """Resolve every reference the rules will ask about, so that `wanted` lists the files
+        whose full facts they need before they run."""
+        for path, facts in self.files.items():
+            for site in facts.get("sites", ()):
+                if site["kind"] == "exit" and site.get("calls") and not site.get("meets") and not site.get("guard"):
+                    self.call_evidence(site["calls"], path)
+                elif site["kind"] == "style_candidate":
+                    self.resolve_style(site, path)
+
+    def calls_clean(self, calls: list[dict[str, Any]], from_path: str, depth: int = 0) -> bool:
+        """Every call resolves to a project function in which the value meets nothing
+        rank-dependent, followed transitively: its consumers are all seen, and replicated."""
+        if depth >= MAX_CALL_DEPTH:
+            return False
+        for call in calls:
+            fn = self.function(call["ref"], from_path, call)
+            if fn is None:
+                return False
+            path, _, info = fn
+            arg = call["arg"]
+            params = info.get("params", [])
+            if isinstance(arg, str):
+                if arg not in params:
+                    return False  # into **kwargs: not followed
+                index = params.index(arg)
+            else:
+                index = arg + (1 if info.get("method") and call["ref"].startswith("self.") else 0)
+                if index >= len(params):
+                    return False  # into *args
+            slot = info.get("slots", {}).get(str(index)) or {}
+            if slot.get("meets") or (slot.get("calls") and not self.calls_clean(slot["calls"], path, depth + 1)):
+                return False
+            if slot.get("escapes_unseen"):
+                return False
+        return True

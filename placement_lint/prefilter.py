@@ -28,6 +28,8 @@ RANK_TOKENS: tuple[str, ...] = (
     "get_local_rank",
     "get_node_local_rank",
     "get_coordinate",
+    "get_group_rank",
+    "get_global_rank",
     "rank()",
     "LOCAL_RANK",
     "\"RANK\"",
@@ -45,6 +47,7 @@ _PATTERN = re.compile(b"|".join(re.escape(t) for t in TRIGGER_TOKENS))
 SCREEN: tuple[bytes, ...] = (
     b"_local", b"local_map", b"LocalMap", b"full_tensor", b"Parallel", b"PrepareModule",
     b"PrepareFloat8", b"rank()", b"get_rank", b"RANK", b"get_coordinate",
+    b"group_rank", b"global_rank",
 )
 
 

@@ -448,8 +448,11 @@ def _prune_class(
         inner = skip.inner(any("Parameter" in t for t, f in zip(texts, firsts) if not _DEF.match(f) and not _IMPORT.match(f)))
     kept: list[tuple[int, int]] = []
     skipped = False
-    for (ms, me), member, mfirst in zip(members, texts, firsts):
-        irrelevant = _DEF.match(mfirst) and "def __init__" not in mfirst and not member_relevant(member)
+    for (ms, me), member, mfirst, (strong_attrs, rank_attrs) in zip(members, texts, firsts, attrs):
+        # a method that sets an attribute from a token (`self.tp_rank = dist.get_rank(g)` in a
+        # setup method) is where the attribute's meaning comes from: kept like __init__
+        irrelevant = (_DEF.match(mfirst) and "def __init__" not in mfirst and not member_relevant(member)
+                      and not (strong_attrs or rank_attrs))
         if irrelevant or (skip is not None and _skippable_test(lines, ms, me, member, skip, param_attrs, method=True)):
             if not irrelevant:
                 skipped = True

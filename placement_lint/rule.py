@@ -90,9 +90,14 @@ class Rule:
         confidence: Confidence,
         related: list[Related] | None = None,
         fix: dict[str, Any] | None = None,
+        at: list[int] | None = None,
     ) -> Finding:
+        """A finding at `site`; `at` ([line, column]) moves its start to the part it is about
+        (an argument), the site's full range still ending it."""
         # the first pass runs without positions (the engine then positions the files with findings)
         line, col, end_line, end_col = site["pos"] or (0, 0, 0, 0)
+        if at and site["pos"]:
+            line, col = at
         return Finding(
             code=self.CODE,
             slug=self.SLUG,

@@ -243,6 +243,12 @@ class ToLocalWithoutGradPlacements(Rule):
         escapes = site.get("escapes") or []
         call = f".{api}()"
         related = []
+        calls = site.get("calls") or []
+        # the local tensor passed to project functions: followed through their summaries
+        callee = ctx.index.call_evidence(calls, ctx.path) if calls and not meets else None
+        if callee is not None:
+            why, cpath, cline, csym = callee
+            meets = [f"{why} in `{csym}()`"]
         if meets:
             if known:
                 confidence = Confidence.HIGH
@@ -252,9 +258,19 @@ class ToLocalWithoutGradPlacements(Rule):
                 # unknown placement meeting dispatch output or rank slices: expert and vocab
                 # weights are typically Shard there, and then the bare label is right
                 confidence = Confidence.LOW
-            where = site.get("meets_lines", [None])[0]
-            evidence = f"the local result {meets[0]}" + (f" (line {where})" if where else "")
-            related = [Related(ctx.path, ln, f"rank-dependent use: {why}") for ln, why in zip(site.get("meets_lines", []), meets)]
+            if callee is not None:
+                where = (site.get("calls_lines") or [None])[0]
+                evidence = (f"the local result is passed to `{csym}()`" + (f" (line {where})" if where else "")
+                            + f", where it {why} ({cpath}:{cline})")
+                related = [Related(cpath, cline, f"rank-dependent use in {csym}(): {why}")]
+            else:
+                where = site.get("meets_lines", [None])[0]
+                evidence = f"the local result {meets[0]}" + (f" (line {where})" if where else "")
+                related = [Related(ctx.path, ln, f"rank-dependent use: {why}") for ln, why in zip(site.get("meets_lines", []), meets)]
+        elif escapes and all(e.startswith("passed to ") for e in escapes) and calls and ctx.index.calls_clean(calls, ctx.path):
+            # every consumer is a project function we followed, and none does rank-dependent work
+            confidence = Confidence.LOW
+            evidence = "the local tensor is passed to project functions that do nothing rank-dependent with it"
         elif escapes:
             # `from_local(x, mesh, [Partial()]).full_tensor()` is the all-reduce idiom: its result
             # is genuinely replicated; only rank-dependent use (above) makes it suspect

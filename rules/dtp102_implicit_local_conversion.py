@@ -186,11 +186,14 @@ class ImplicitLocalConversion(Rule):
             f"reduction is skipped. Keep the {side} a DTensor (`{flag}=False`) or convert it with "
             "`to_local(grad_placements=(Partial(),))` where consumers are rank-dependent"
         )
-        return self.finding(ctx, site, message, conf)
+        # about a flag passed explicitly: the finding starts at that argument
+        return self.finding(ctx, site, message, conf, at=(site.get("at") or {}).get(flag))
 
     def project_style(self, ctx: FileContext, site: dict):
         index = ctx.index
-        fqn = index.resolve(site["ref"], ctx.path)
+        if site.get("applied_elsewhere"):
+            return None  # the instance is applied at a plan entry: reported there
+        fqn = index.resolve_style(site, ctx.path)
         if fqn is None or not index.is_style(fqn):
             return None
         if any(v is False for v in site.get("flags", {}).values()):

@@ -10,7 +10,7 @@ import libcst as cst
 from placement_lint import api
 from placement_lint.analysis.scopes import Scope
 from placement_lint.analysis.syntax import dotted, is_self, kwarg
-from placement_lint.analysis.values import ANY, UNKNOWN, V, combine, is_torch_name, placements_of
+from placement_lint.analysis.values import in_package, ANY, UNKNOWN, V, combine, is_torch_name, placements_of
 
 
 class CallsMixin:
@@ -96,7 +96,7 @@ class CallsMixin:
                     return combine(args, kind="inttensor")
                 return combine([*args, *kwargs.values()], kind="inttensor")
             if key in api.SPLIT_FUNCTIONS and args and self.is_torch(node.func):
-                return V(kind="chunks", chunk_op=key, parent=args[0], exits=args[0].exits, rankdep=args[0].rankdep)
+                return V(kind="chunks", chunk_op=key, parent=args[0], exits=args[0].exits, ptaint=args[0].ptaint, rankdep=args[0].rankdep)
             if key in api.LIST_FUNCTIONS and isinstance(node.func, cst.Name):
                 return V(kind="list", rank=next((a.rank for a in args if a.rank), ""))
             if self.is_torch(node.func):
@@ -124,11 +124,11 @@ class CallsMixin:
         if key in api.OBSERVER_TORCH_FUNCTIONS:
             return V(kind="bool")  # a comparison result carries no gradient
         q = self.qualify(node.func) or ""
-        if q.startswith(api.SYNCED_MODULE_PREFIXES) or key.endswith(api.SYNCED_CALL_SUBSTRINGS):
+        if any(in_package(q, m) for m in api.SYNCED_MODULES) or key.endswith(api.SYNCED_CALL_SUBSTRINGS):
             for v in operands:
                 self.use(v)
             return dataclasses.replace(combine(operands, kind="tensor"), synced=True, rankdep="")
-        if q.startswith("torch.distributed") and not any(v.kind in ("tensor", "dtensor", "inttensor") or v.exits for v in operands):
+        if in_package(q, "torch.distributed") and not any(v.kind in ("tensor", "dtensor", "inttensor") or v.exits for v in operands):
             # process-group plumbing (get_world_size, new_group, ...): no tensor comes out
             return V(kind="int" if key.startswith("get_") else "unknown")
         if any(s in key for s in api.RANKDEP_CALL_SUBSTRINGS):
@@ -148,7 +148,7 @@ class CallsMixin:
             return combine(operands, kind="inttensor")
         if key in ("topk", "sort", "max", "min", "kthvalue", "mode", "median"):
             base = combine(operands)
-            return V(kind="tuple", elems=(base, V(kind="inttensor", rank=base.rank)), exits=base.exits, rankdep=base.rankdep)
+            return V(kind="tuple", elems=(base, V(kind="inttensor", rank=base.rank)), exits=base.exits, ptaint=base.ptaint, rankdep=base.rankdep)
         if key in ("zeros", "ones", "empty", "full", "randn", "rand", "zeros_like", "empty_like", "ones_like", "tensor", "as_tensor"):
             rg = kwarg(node, "requires_grad")
             fresh = rg is None or self.literal_bool(rg.value) is False  # a new tensor has no history
@@ -186,12 +186,12 @@ class CallsMixin:
                 pl = args[0].pl
             return V(kind="dtensor", pl=pl or frozenset(ANY), param=recv.param)
         receiver = node.func.value if isinstance(node.func, cst.Attribute) else None
-        if method in api.RANK_METHODS and not args and method != "rank" or (method == "rank" and not args and not kwargs):
+        if method in api.RANK_METHODS and not args and not kwargs:
             kind = self.rank_kind(receiver)
-            if method == "get_coordinate":
+            if method in api.RANK_SEQUENCE_METHODS:
                 return V(kind="list", rank=kind)
             return V(kind="int", rank=kind)
-        if method in ("get_local_rank", "get_rank"):
+        if method in api.RANK_METHODS_WITH_ARGS:
             return V(kind="int", rank=self.rank_kind(receiver, *(a.value for a in node.args)))
         if method == "get" and recv.kind == "unknown" and args:
             first = node.args[0].value
@@ -210,14 +210,14 @@ class CallsMixin:
         if method in ("split", "rsplit") and recv.kind == "str" or (method == "split" and node.args and isinstance(node.args[0].value, cst.SimpleString)):
             return V(kind="list")
         if method in api.SPLIT_FUNCTIONS and recv.kind not in ("unknown", "list", "str") or (method in ("chunk", "tensor_split", "unbind") ):
-            return V(kind="chunks", chunk_op=method, parent=recv, exits=recv.exits, rankdep=recv.rankdep, param=recv.param)
+            return V(kind="chunks", chunk_op=method, parent=recv, exits=recv.exits, ptaint=recv.ptaint, rankdep=recv.rankdep, param=recv.param)
         if method == "split" and recv.kind == "unknown":
-            return V(kind="chunks", chunk_op=method, parent=recv, exits=recv.exits, rankdep=recv.rankdep)
+            return V(kind="chunks", chunk_op=method, parent=recv, exits=recv.exits, ptaint=recv.ptaint, rankdep=recv.rankdep)
         if method == "narrow" and len(args) >= 2 and (args[1].rank or (len(args) > 2 and args[2].rank)):
             site = frozenset()
             if recv.kind not in ("inttensor", "list"):
                 site = self.rank_slice(node, scope, "narrow", recv, V(rank=args[1].rank or args[2].rank))
-            return V(kind="tensor", exits=recv.exits, rankdep="a rank-indexed slice", slices=site)
+            return V(kind="tensor", exits=recv.exits, ptaint=recv.ptaint, rankdep="a rank-indexed slice", slices=site)
         if method == "backward":
             self.use(recv)
             return UNKNOWN
@@ -248,13 +248,14 @@ class CallsMixin:
             self.meet(operands, node)
             return combine(operands)
         if any(s in method for s in api.RANKDEP_CALL_SUBSTRINGS):
+            self.record_call(node, scope, [*enumerate(args), *kwargs.items()])
             return dataclasses.replace(combine([*args, *kwargs.values()]), rankdep="all-to-all / token dispatch output")
         return self.unknown_call(node, scope, args, kwargs, key)
 
     def int_dtype_args(self, node: cst.Call) -> bool:
         for a in node.args:
             name = (dotted(a.value) or "").rsplit(".", 1)[-1]
-            if name in api.INT_DTYPES and (dotted(a.value) or "").startswith(("torch", "dtype")):
+            if name in api.INT_DTYPES and (is_torch_name(dotted(a.value) or "") or (dotted(a.value) or "").startswith("dtype.")):
                 return True
         return self.int_dtype(node)
 
@@ -264,6 +265,8 @@ class CallsMixin:
         operands = [*args, *kwargs.values()]
         if name in api.OBSERVER_CALLS or name.startswith("assert"):
             return UNKNOWN
+        # where the values go, whatever the callee's name says: the index follows project functions
+        self.record_call(node, scope, [*enumerate(args), *kwargs.items()])
         if name.endswith(api.SYNCED_CALL_SUBSTRINGS) or (
             name == "apply" and any(s in callee.lower().replace("_", "") for s in (m.replace("_", "") for m in api.SYNCED_FUNCTION_CLASS_SUBSTRINGS))
         ):
@@ -276,15 +279,21 @@ class CallsMixin:
         self.meet(operands, node)
         for v in operands:
             self.escape(v, node, f"passed to {callee}()")
-        # capitalised callee: maybe a project ParallelStyle (resolved by the project index)
-        if name[:1].isupper() and isinstance(node.func, (cst.Name, cst.Attribute)):
+        # a capitalised callee may be a project ParallelStyle, and a helper called at a plan entry
+        # may build one (both resolved by the project index)
+        styles = frozenset()
+        in_plan = self._plan_key is not None and self._plan_elem is not None
+        if (name[:1].isupper() or in_plan) and isinstance(node.func, (cst.Name, cst.Attribute)):
             q = self.qualify(node.func) or name
-            if not q.startswith(("torch", "nn.", "typing", "collections")) and not is_self(node.func):
+            if not (is_torch_name(q) or q.split(".", 1)[0] in api.NOT_PROJECT_ROOTS) and not is_self(node.func):
                 flags = {k: self.literal_bool(a.value) for a in node.args if (k := a.keyword and a.keyword.value) and k.startswith("use_local")}
-                self.add_site(node, scope, "style_candidate", ref=q, name=name, plan_key=self._plan_key, flags=flags,
-                              local_class=name in self.local_classes and "." not in (dotted(node.func) or ""))
+                styles = frozenset([self.add_site(
+                    self._plan_elem if in_plan else node, scope, "style_candidate", ref=q, name=name, plan_key=self._plan_key,
+                    flags=flags, local_class=name in self.local_classes and "." not in (dotted(node.func) or ""),
+                    via_call=not name[:1].isupper())])
         if any(v.kind in ("placement", "placements") for v in kwargs.values()):
             # a config object built with placement fields: `cfg.act` reads them back later
             return V(kind="obj", fields=tuple(kwargs.items()))
         # what a project function returns is unknown, but data flows through it
-        return combine(operands, kind="tensor" if any(v.exits for v in operands) else "unknown")
+        res = combine(operands, kind="tensor" if any(v.exits for v in operands) else "unknown")
+        return dataclasses.replace(res, styles=styles) if styles else res

@@ -43,6 +43,8 @@ class ExpressionsMixin:
                 return V(kind="list", rank=left.rank or right.rank)
             if kinds <= {"int", "bool", "str"}:
                 return combine([left, right], kind="int")
+            if kinds == {"int", "unknown"} and isinstance(node.operator, (cst.FloorDivide, cst.Modulo)) and not (left.exits or right.exits or left.rankdep or right.rankdep):
+                return combine([left, right], kind="int")  # `total // mesh.size()`: a size, not a tensor
             if "inttensor" in kinds and kinds <= {"inttensor", "int", "unknown"}:
                 return combine([left, right], kind="inttensor")
             return combine([left, right])
@@ -67,17 +69,22 @@ class ExpressionsMixin:
                          maybe_none=any(e.maybe_none for e in elems))
             kind = "list" if isinstance(node, cst.List) else "tuple"
             return V(kind=kind, elems=elems, exits=frozenset().union(*(e.exits for e in elems)) if elems else frozenset(),
+                     ptaint=frozenset().union(*(e.ptaint for e in elems)) if elems else frozenset(),
+                     styles=frozenset().union(*(e.styles for e in elems)) if elems else frozenset(),
                      rank="", rankdep="")
         if isinstance(node, cst.Dict):
             for el in node.elements:
                 if isinstance(el, cst.DictElement):
                     key = el.key
-                    prev = self._plan_key
+                    prev, prev_elem = self._plan_key, self._plan_elem
                     if isinstance(key, cst.SimpleString):
                         self._plan_key = key.evaluated_value if isinstance(key.evaluated_value, str) else None
+                        self._plan_elem = el
                     self.expr(key, scope)
-                    self.expr(el.value, scope)
-                    self._plan_key = prev
+                    v = self.expr(el.value, scope)
+                    if self._plan_key is not None:
+                        self.apply_styles(v, el, scope)
+                    self._plan_key, self._plan_elem = prev, prev_elem
                 else:
                     self.expr(el.value, scope)
             return V(kind="dict")
@@ -93,9 +100,9 @@ class ExpressionsMixin:
             if isinstance(node, cst.DictComp):
                 self.expr(node.key, inner)
                 val = self.expr(node.value, inner)
-                return V(kind="dict", exits=val.exits)
+                return V(kind="dict", exits=val.exits, ptaint=val.ptaint)
             val = self.expr(node.elt, inner)
-            return V(kind="list", exits=val.exits, rank=val.rank, rankdep=val.rankdep)
+            return V(kind="list", exits=val.exits, ptaint=val.ptaint, rank=val.rank, rankdep=val.rankdep)
         if isinstance(node, (cst.Integer, cst.Float, cst.Imaginary)):
             return V(kind="int")
         if isinstance(node, (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)):
@@ -115,7 +122,12 @@ class ExpressionsMixin:
                 self.escape(self.expr(node.value, scope), node, "yielded")
             return UNKNOWN
         if isinstance(node, cst.Lambda):
-            return V(kind="function")
+            # its body is analysed where it is written, seeing the names it captures; its
+            # parameters are bound as a def's are
+            inner = Scope(scope.symbol, scope, scope.cls, scope.guard)
+            self.bind_params(node.params, inner)
+            body = self.expr(node.body, inner)
+            return V(kind="function", exits=body.exits, ptaint=body.ptaint)
         if isinstance(node, cst.StarredElement):
             return self.expr(node.value, scope)
         return UNKNOWN
@@ -167,10 +179,10 @@ class ExpressionsMixin:
         if it.kind == "modules" or any(s in text for s in api.PER_RANK_ITERABLE_SUBSTRINGS):
             return V(kind="module", rankdep="a per-rank expert (expert parallelism)")
         if it.kind == "chunks":
-            return V(kind="tensor", exits=it.exits, rankdep=it.rankdep)
+            return V(kind="tensor", exits=it.exits, ptaint=it.ptaint, rankdep=it.rankdep)
         if it.kind == "placements":
             return V(kind="placement", pl=it.pl)
-        return V(kind="unknown", exits=it.exits, rank=it.rank, rankdep=it.rankdep)
+        return V(kind="unknown", exits=it.exits, ptaint=it.ptaint, rank=it.rank, rankdep=it.rankdep)
 
     def subscript_index(self, node: cst.Subscript, scope: Scope) -> V:
         vals = []
@@ -214,7 +226,7 @@ class ExpressionsMixin:
                         return base.elems[int(s.value)]
                     except (IndexError, ValueError):
                         pass
-            return V(kind="int" if idx.rank else "unknown", rank=idx.rank or base.rank, exits=base.exits)
+            return V(kind="int" if idx.rank else "unknown", rank=idx.rank or base.rank, exits=base.exits, ptaint=base.ptaint)
         if base.kind == "modules" or base.kind == "module":
             return V(kind="module", rankdep="a per-rank expert (expert parallelism)")
         if idx.rank:
@@ -225,16 +237,17 @@ class ExpressionsMixin:
             if base.kind == "chunks":
                 parent = base.parent or UNKNOWN
                 site = self.rank_slice(node, scope, base.chunk_op, parent, idx)
-                return V(kind="tensor", exits=parent.exits, rankdep="a rank-indexed slice", slices=site)
+                return V(kind="tensor", exits=parent.exits, ptaint=parent.ptaint, rankdep="a rank-indexed slice", slices=site)
             site = self.rank_slice(node, scope, "slice" if self.has_slice(node) else "index", base, idx)
-            return V(kind="tensor", exits=base.exits, rankdep="a rank-indexed slice", param=False, slices=site)
-        if idx.rankdep and base.exits:
+            return V(kind="tensor", exits=base.exits, ptaint=base.ptaint, rankdep="a rank-indexed slice", param=False, slices=site)
+        if idx.rankdep and (base.exits or base.ptaint):
             self.note(base.exits, "meets", node, f"is indexed by {idx.rankdep}")
+            self.note_slots(base.ptaint, "meets", node, f"is indexed by {idx.rankdep}")
         if base.kind == "chunks":
             parent = base.parent or UNKNOWN
-            return V(kind="tensor", exits=parent.exits, rankdep=parent.rankdep, rank=parent.rank)
+            return V(kind="tensor", exits=parent.exits, ptaint=parent.ptaint, rankdep=parent.rankdep, rank=parent.rank)
         kind = base.kind if base.kind in ("tensor", "inttensor", "dtensor") else ("tensor" if base.exits else "unknown")
-        return V(kind=kind, exits=base.exits | idx.exits, rank=base.rank, rankdep=base.rankdep or idx.rankdep)
+        return V(kind=kind, exits=base.exits | idx.exits, ptaint=base.ptaint, rank=base.rank, rankdep=base.rankdep or idx.rankdep)
 
     @staticmethod
     def has_slice(node: cst.Subscript) -> bool:
@@ -243,6 +256,7 @@ class ExpressionsMixin:
     def rank_slice(self, node: cst.CSTNode, scope: Scope, op: str, receiver: V, idx: V, value: V | None = None) -> frozenset:
         """A rank-indexed slice. On a local tensor that left DTensor it is evidence for that exit
         (the DTP101 finding covers it, one root cause one finding); otherwise it is a site."""
+        self.note_slots(receiver.ptaint, "meets", node, "is sliced at a rank-derived position")
         if receiver.exits:
             self.note(receiver.exits, "meets", node, "is sliced at a rank-derived position")
             return frozenset()

@@ -43,7 +43,19 @@ class SitesMixin:
             self.sites[i]["used"] = True
 
     def meet(self, operands: Sequence[V], node: cst.CSTNode) -> None:
-        """Operands combined in one operation: exits meeting rank-dependent data get noted."""
+        """Operands combined in one operation: exits (and parameters, for the function's summary)
+        meeting rank-dependent data get noted."""
+        for v in operands:
+            if v.ptaint:
+                why = next((o.rankdep for o in operands if o is not v and o.rankdep and not (o.ptaint & v.ptaint)), "")
+                if why:
+                    self.note_slots(v.ptaint, "meets", node, f"meets {why}")
+                # the local tensor of another parameter: rank-dependent when a caller passes a
+                # Shard DTensor there (decided per call by the index)
+                for o in operands:
+                    for e in o.exits if o is not v else ():
+                        for k in self.sites[e].get("recv_params", ()):
+                            self.note_slots(v.ptaint, "meets_local_of", node, k)
         for v in operands:
             if not v.exits:
                 continue
@@ -74,6 +86,7 @@ class SitesMixin:
             return V(kind="tensor", rankdep="the local shard of a Shard DTensor" if mixed_shard else "")
         idx = self.add_site(
             node, scope, "exit", api=method,
+            recv_params=sorted({self.slots[s]["index"] for s in recv.ptaint if self.slots[s]["fn"] == scope.symbol}),
             placements=sorted(pl) if known else None,
             param=recv.param,
             cls=scope.cls.qualname if scope.cls is not None else None,
@@ -119,7 +132,23 @@ class SitesMixin:
                 pl = [default_layout] if default_layout else ["?"]
                 layout_how = "default"
             flags[flag] = {"value": value, "how": how, "layout": pl, "layout_how": layout_how, "layout_kw": layout_kw}
-        self.add_site(node, scope, "style", style=style, flags=flags, plan_key=self._plan_key)
+        # applied at a plan key: the finding belongs at the entry; about a flag: at its argument
+        idx = self.add_site(self._plan_elem or node, scope, "style", style=style, flags=flags, plan_key=self._plan_key)
+        for flag in flags:
+            a = kwarg(node, flag)
+            if a is not None:
+                self.related_nodes.setdefault(idx, []).append((f"at:{flag}", a))
+
+    def apply_styles(self, v: V, entry: cst.CSTNode, scope: Scope) -> None:
+        """A style instance made elsewhere (a variable, a helper's result) lands at a plan entry:
+        record the application there, where a finding about it belongs."""
+        for i in sorted(v.styles):
+            origin = self.sites[i]
+            if self.site_nodes[i] is entry or origin.get("plan_key") == self._plan_key:
+                continue
+            origin["applied_elsewhere"] = True
+            self.add_site(entry, scope, "style_candidate", **{k: origin[k] for k in ("ref", "name", "flags", "local_class", "via_call") if k in origin},
+                          plan_key=self._plan_key)
 
     def local_map_site(self, node: cst.Call, scope: Scope, args: list[V], kwargs: dict[str, V], partial: bool = False) -> None:
         names = api.LOCAL_MAP_PARAMS
@@ -150,6 +179,8 @@ class SitesMixin:
             b for b, site in zip(self.site_blocks, self.sites)
             if positions == "all" or (positions == "sites" and site["kind"] != "style_candidate")
         }
+        if positions != "none":  # the evidence of function summaries: related locations of callers' findings
+            needed |= {self.slot_places[s][0] for s in self.slot_nodes}
         resolved: dict[Any, Any] = {}
 
         def locate(b: int, unit) -> tuple[Any, int, int]:
@@ -175,9 +206,20 @@ class SitesMixin:
             r = positions[n]
             site["pos"] = [r.start.line + dl, r.start.column + 1 + dc, r.end.line + dl, r.end.column + 1 + dc]
             for key, rn in self.related_nodes.get(i, ()):
-                site.setdefault(f"{key}_lines", []).append(positions[rn].start.line + dl)
+                if key.startswith("at:"):  # the exact start of a part the finding is about
+                    p = positions[rn].start
+                    site.setdefault("at", {})[key[3:]] = [p.line + dl, p.column + 1 + dc]
+                else:
+                    site.setdefault(f"{key}_lines", []).append(positions[rn].start.line + dl)
         classes = [
             {"name": c.name, "qualname": c.qualname, "bases": c.bases, "torch_style": c.is_torch_style, "bare_exits": c.bare_exits}
             for c in self.classes
         ]
-        return {"sites": self.sites, "classes": classes, "unpositioned": partial}
+        def position(b: int, unit, node: cst.CSTNode) -> int:
+            if b not in needed:
+                return 0
+            table, dl, _ = locate(b, unit)
+            return table[node].start.line + dl
+
+        functions = self.summaries(position if positions != "none" else None)
+        return {"sites": self.sites, "classes": classes, "functions": functions, "unpositioned": partial}

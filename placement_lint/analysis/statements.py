@@ -120,6 +120,11 @@ class StatementsMixin:
             if node.value is not None:
                 v = self.expr(node.value, scope)
                 self.escape(v, node, "returned")
+                self.note_slots(v.ptaint, "returned", node, True)
+                if v.styles:  # a helper that builds a style instance for its callers' plans
+                    self.returns_styles.setdefault(scope.symbol, set()).update(self.sites[i]["ref"] for i in v.styles)
+                    for i in v.styles:
+                        self.sites[i]["applied_elsewhere"] = True  # where the caller applies it
         elif isinstance(node, (cst.Import, cst.ImportFrom)):
             self.import_stmt(node)
         elif isinstance(node, cst.Raise):
@@ -164,8 +169,15 @@ class StatementsMixin:
                 autograd_fn = True
         info = ClassInfo(node.name.value, qual, bases, node, is_torch_style=torch_style, is_autograd_function=autograd_fn)
         self.classes.append(info)
+        # attributes a base class of this file sets (in its __init__ or elsewhere) are inherited
+        for b in bases:
+            base_info = self.local_classes.get(b)
+            if isinstance(base_info, ClassInfo) and base_info is not info:
+                for k, v in base_info.attrs.items():
+                    info.attrs.setdefault(k, v)
         self.local_classes[node.name.value] = info
         scope.env[node.name.value] = V(kind="class")
+        self.prescan_rank_attrs(node, info)
         methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
         # __init__ first: it defines the attributes (placements of self.w, ranks) other methods read
         methods.sort(key=lambda f: f.name.value != "__init__")
@@ -194,22 +206,8 @@ class StatementsMixin:
         if not guard and any(p.name.value == "bucket" for p in params.params):
             guard = "below_autograd"  # a DDP communication hook: runs on gradients, in backward
         scope = Scope(symbol, parent, cls, guard)
-        for p in (*params.posonly_params, *params.params, *params.kwonly_params):
-            name = p.name.value
-            v = UNKNOWN
-            if p.default is not None:
-                v = self.expr(p.default, scope)
-            low = name.lower()
-            if low.endswith(api.RANK_NAME_SUFFIXES) and v.kind in ("unknown", "int", "none"):
-                v = V(kind="int", rank="name")
-            elif is_int_name(low):
-                v = V(kind="inttensor")
-            elif low.endswith(api.LIST_NAME_SUFFIXES):
-                v = V(kind="list")
-            scope.env[name] = v
-        for star in (params.star_arg, params.star_kwarg):
-            if isinstance(star, cst.Param):
-                scope.env[star.name.value] = UNKNOWN
+        static = any((dotted(d.decorator) or "") in ("staticmethod", "functools.staticmethod") for d in fn.decorators)
+        self.bind_params(params, scope, symbol, method=cls is not None and not static)
         self.block(fn.body.body, scope)
 
     def decorator_guard(self, fn: cst.FunctionDef, cls: "ClassInfo | None" = None) -> str:
@@ -260,7 +258,9 @@ class StatementsMixin:
             name = target.value
             if v.rank == "call" and is_data_parallel_name(name):
                 v = dataclasses.replace(v, rank="data")  # cp_rank = mesh.get_local_rank(...)
-            if v.kind in ("unknown", "tensor") and not v.exits and is_int_name(name.lower()) and not v.rankdep:
+            # a name may say "integer data" only where the value says nothing: never for a value
+            # the code derives from the rank (`offset = rank * n`) or from an exit
+            if v.kind in ("unknown", "tensor") and not v.exits and is_int_name(name.lower()) and not v.rankdep and not v.rank:
                 v = dataclasses.replace(v, kind="inttensor")
             elif v.kind == "unknown" and not v.exits and name.lower().endswith(api.LIST_NAME_SUFFIXES):
                 v = dataclasses.replace(v, kind="list")
@@ -271,15 +271,16 @@ class StatementsMixin:
                 if v.elems and i < len(v.elems) and not isinstance(target.elements[i], cst.StarredElement):
                     ev = v.elems[i]
                 elif v.kind == "chunks":
-                    ev = V(kind="tensor", exits=v.exits, rank=v.rank, rankdep=v.rankdep)
+                    ev = V(kind="tensor", exits=v.exits, ptaint=v.ptaint, rank=v.rank, rankdep=v.rankdep)
                 elif v.kind in ("inttensor", "tensor", "dtensor"):
-                    ev = V(kind=v.kind, exits=v.exits, rank=v.rank, rankdep=v.rankdep)
+                    ev = V(kind=v.kind, exits=v.exits, ptaint=v.ptaint, rank=v.rank, rankdep=v.rankdep)
                 else:
-                    ev = V(kind="int" if v.rank and not v.exits else "unknown", exits=v.exits, rank=v.rank, rankdep=v.rankdep)
+                    ev = V(kind="int" if v.rank and not v.exits else "unknown", exits=v.exits, ptaint=v.ptaint, rank=v.rank, rankdep=v.rankdep)
                 self.bind(e, ev, scope)
         elif isinstance(target, cst.Attribute):
             if is_self(target.value) and scope.cls is not None:
-                scope.cls.attrs[target.attr.value] = v
+                # a stored parameter outlives the call: it is no longer this call's argument
+                scope.cls.attrs[target.attr.value] = dataclasses.replace(v, ptaint=frozenset()) if v.ptaint else v
                 if v.exits:
                     self.escape(v, target, f"stored in self.{target.attr.value}")
             else:
@@ -289,6 +290,14 @@ class StatementsMixin:
         elif isinstance(target, cst.Subscript):
             base = self.expr(target.value, scope)
             idx = self.subscript_index(target, scope)
+            key = target.slice[0].slice if len(target.slice) == 1 else None
+            if v.styles and isinstance(key, cst.Index) and isinstance(key.value, cst.SimpleString):
+                # `plan["moe.router.gate"] = style`: the style is applied at this entry
+                prev = self._plan_key
+                self._plan_key = key.value.evaluated_value if isinstance(key.value.evaluated_value, str) else None
+                if self._plan_key is not None:
+                    self.apply_styles(v, target, scope)
+                self._plan_key = prev
             if idx.rank and base.kind not in ("list", "dict", "inttensor"):
                 self.rank_slice(target, scope, "slice_assign" if self.has_slice(target) else "index_assign", base, idx, value=v)
             self.use(v)
@@ -296,7 +305,7 @@ class StatementsMixin:
                 name = target.value
                 if isinstance(name, cst.Name):
                     old = scope.lookup(name.value) or UNKNOWN
-                    scope.env[name.value] = dataclasses.replace(old, exits=old.exits | v.exits, rankdep=old.rankdep or v.rankdep)
+                    scope.env[name.value] = dataclasses.replace(old, exits=old.exits | v.exits, ptaint=old.ptaint | v.ptaint, rankdep=old.rankdep or v.rankdep)
         elif isinstance(target, cst.StarredElement):
             self.bind(target.value, UNKNOWN, scope)
 
@@ -305,3 +314,44 @@ class StatementsMixin:
             self.note(v.exits, "escapes", node, how)
         for e in v.elems:
             self.escape(e, node, how)
+
+    def prescan_rank_attrs(self, node: cst.ClassDef, info: ClassInfo) -> None:
+        """Attributes any method assigns from a rank API (`self.tp_rank = dist.get_rank(g)` in a
+        `setup()`), known before the methods run: methods are analysed once, in an order that
+        cannot follow every assignment, so these are read off the syntax first."""
+        rank_calls = api.RANK_FUNCTIONS | api.RANK_METHODS | api.RANK_METHODS_WITH_ARGS
+
+        def from_rank(expr: cst.BaseExpression) -> bool:
+            found = False
+
+            class Finder(cst.CSTVisitor):
+                def visit_Call(self, call: cst.Call) -> None:
+                    nonlocal found
+                    name = (dotted(call.func) or "").rsplit(".", 1)[-1]
+                    if name in rank_calls:
+                        found = True
+
+            expr.visit(Finder())
+            return found
+
+        def targets(t: cst.BaseExpression) -> list[str]:
+            if isinstance(t, cst.Attribute) and is_self(t.value):
+                return [t.attr.value]
+            if isinstance(t, (cst.Tuple, cst.List)):
+                return [n for e in t.elements for n in targets(e.value)]
+            return []
+
+        def walk(body) -> None:
+            for stmt in body:
+                if isinstance(stmt, cst.SimpleStatementLine):
+                    for small in stmt.body:
+                        if isinstance(small, cst.Assign) and from_rank(small.value):
+                            for t in small.targets:
+                                for name in targets(t.target):
+                                    info.attrs.setdefault(name, V(kind="int", rank="call"))
+                elif isinstance(stmt, (cst.If, cst.For, cst.While, cst.With, cst.Try)):
+                    walk(stmt.body.body)
+
+        for member in node.body.body:
+            if isinstance(member, cst.FunctionDef) and member.name.value != "__init__":
+                walk(member.body.body)

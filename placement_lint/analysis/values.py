@@ -12,7 +12,12 @@ ANY = "?"  # placement letter for "unknown"
 
 def is_torch_name(q: str) -> bool:
     """torch itself: `torch` or `torch.*` (not torchtitan, torchao, torchvision...)."""
-    return q == "torch" or q.startswith("torch.")
+    return in_package(q, "torch")
+
+
+def in_package(q: str, package: str) -> bool:
+    """`q` names `package` or something inside it (a dotted prefix, never a name prefix)."""
+    return q == package or q.startswith(package + ".")
 
 
 
@@ -37,6 +42,10 @@ class V:
     nograd: bool = False  # carries no gradient: .grad, .detach(), fresh tensors, state_dict values
     synced: bool = False  # output of a differentiable collective: its backward already reduces
     slices: frozenset = frozenset()  # rank_slice sites this value is the direct result of
+    # parameters of the function being analysed that this value derives from (ids of the
+    # analyzer's parameter slots): what the function does to them is its summary for callers
+    ptaint: frozenset = frozenset()
+    styles: frozenset = frozenset()  # style_candidate sites this value is an instance of
 
     def field(self, name: str) -> "V | None":
         for k, v in self.fields:
@@ -58,6 +67,8 @@ def join(a: V, b: V) -> V:
         kind=kind,
         pl=(a.pl | b.pl) if (a.pl and b.pl) else frozenset(),
         exits=a.exits | b.exits,
+        ptaint=a.ptaint | b.ptaint,
+        styles=a.styles | b.styles,
         rank=a.rank or b.rank,
         rankdep=a.rankdep or b.rankdep,
         elems=a.elems if a.elems == b.elems else (),
@@ -75,10 +86,12 @@ def join(a: V, b: V) -> V:
 def combine(vals: Iterable[V], kind: str = "tensor") -> V:
     """The value of an operation on several operands: taints flow through."""
     exits: frozenset = frozenset()
+    ptaint: frozenset = frozenset()
     rank = rankdep = ""
     tensors = []
     for v in vals:
         exits |= v.exits
+        ptaint |= v.ptaint
         rank = rank or v.rank
         rankdep = rankdep or v.rankdep
         if v.kind in ("tensor", "dtensor", "inttensor") or v.exits:
@@ -86,7 +99,7 @@ def combine(vals: Iterable[V], kind: str = "tensor") -> V:
     # no gradient comes out only if none goes in; a collective's output stays synced through views
     nograd = bool(tensors) and all(v.nograd for v in tensors)
     synced = bool(tensors) and all(v.synced for v in tensors)
-    return V(kind=kind, exits=exits, rank=rank, rankdep=rankdep, nograd=nograd, synced=synced)
+    return V(kind=kind, exits=exits, rank=rank, rankdep=rankdep, nograd=nograd, synced=synced, ptaint=ptaint)
 
 
 def placements_of(v: V | None) -> frozenset:
