@@ -174,6 +174,13 @@ TENSOR_NAMESPACES = {
 #: of torch modules, the standard library's typing helpers)
 NOT_PROJECT_ROOTS = {"nn", "F", "typing", "collections", "dataclasses", "functools", "enum"}
 
+#: what marks a file as data-parallel code (each rank sees its own batch): wrappers, and mesh
+#: dims / meshes named for data parallelism. Matched as whole words against the source text.
+DATA_PARALLEL_CONTEXT = (
+    "fully_shard", "FullyShardedDataParallel", "DistributedDataParallel", "FSDP", "DDP", "dp_mesh",
+    "dp_shard", "dp_replicate", "data_parallel", "replicate",
+)
+
 #: names of model inputs and targets: slicing them by rank is data-parallel batch splitting
 BATCH_NAMES = {"input", "inputs", "target", "targets", "batch", "labels", "input_ids", "data"}
 

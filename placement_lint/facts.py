@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from placement_lint import prefilter
+import re
+
+from placement_lint import api, prefilter
 from placement_lint.suppression import scan
 
 #: bump when the shape or meaning of facts changes: part of every cache key
-FACTS_VERSION = 2
+FACTS_VERSION = 3
+
+_DP_CONTEXT = re.compile(r"\b(?:" + "|".join(re.escape(t) for t in api.DATA_PARALLEL_CONTEXT) + r")\b")
 
 EMPTY: dict[str, Any] = {"sites": [], "classes": [], "suppressions": {}, "parsed": False, "mode": "full", "error": None}
 
@@ -72,6 +76,7 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
         return {**EMPTY, "parsed": True, "error": {"line": 1, "column": 1, "message": f"could not parse: {type(exc).__name__}"}}
     result = analyze_blocks(blocks, positions="all" if force else "sites" if mode_base == "positions" else "none")
     result["suppressions"] = scan(text)
+    result["dp_context"] = bool(_DP_CONTEXT.search(text))
     result["parsed"] = True
     result["mode"] = mode
     result["error"] = None

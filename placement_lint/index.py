@@ -324,6 +324,8 @@ class ProjectIndex:
         if depth >= MAX_CALL_DEPTH:
             return False
         for call in calls:
+            if call["ref"].startswith("torch."):
+                continue  # a torch module or function: the same computation on every rank
             fn = self.function(call["ref"], from_path, call)
             if fn is None:
                 return False

@@ -249,7 +249,17 @@ class ToLocalWithoutGradPlacements(Rule):
         if callee is not None:
             why, cpath, cline, csym = callee
             meets = [f"{why} in `{csym}()`"]
-        if meets:
+        data_parallel = (not meets and site.get("foreign") and site.get("meets_input") and ctx.facts.get("dp_context"))
+        if data_parallel:
+            # a parameter of another module materialised outside its forward, combined with this
+            # rank's batch in data-parallel code: the true gradient is a sum over the dp ranks
+            confidence = Confidence.HIGH if known else Confidence.MEDIUM
+            where = (site.get("meets_input_lines") or [None])[0]
+            evidence = ("the local result (a parameter of another module, materialised outside its forward) meets "
+                        "this function's input data" + (f" (line {where})" if where else "")
+                        + " in data-parallel code, where each rank's batch differs")
+            related = [Related(ctx.path, where, "meets this rank's input data")] if where else []
+        elif meets:
             if known:
                 confidence = Confidence.HIGH
             elif any("Shard DTensor" in m for m in meets):

@@ -155,6 +155,8 @@ class CallsMixin:
             return V(kind="tensor", rank=next((a.rank for a in operands if a.rank), ""), nograd=fresh)
         module = q.rsplit(".", 1)[0]
         if module not in api.TENSOR_NAMESPACES and not any(v.kind in ("tensor", "dtensor", "inttensor") or v.exits for v in operands):
+            if key[:1].isupper():
+                return V(callee=q)  # an instance of a torch class (nn.LayerNorm(dim)): a torch module
             return combine(operands, kind="unknown")  # torch.testing / torch.utils helpers: not a tensor op
         return self.dtensor_result(operands) or combine(operands)
 
@@ -250,7 +252,9 @@ class CallsMixin:
         if any(s in method for s in api.RANKDEP_CALL_SUBSTRINGS):
             self.record_call(node, scope, [*enumerate(args), *kwargs.items()])
             return dataclasses.replace(combine([*args, *kwargs.values()]), rankdep="all-to-all / token dispatch output")
-        return self.unknown_call(node, scope, args, kwargs, key)
+        res = self.unknown_call(node, scope, args, kwargs, key)
+        # a method of a value the analyzer cannot see into: the result derives from the receiver
+        return dataclasses.replace(res, ptaint=res.ptaint | recv.ptaint) if recv.ptaint else res
 
     def int_dtype_args(self, node: cst.Call) -> bool:
         for a in node.args:

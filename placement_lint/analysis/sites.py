@@ -10,7 +10,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from placement_lint import api
 from placement_lint.analysis.scopes import Scope
-from placement_lint.analysis.syntax import is_data_parallel_name, kwarg
+from placement_lint.analysis.syntax import dotted, is_data_parallel_name, kwarg
 from placement_lint.analysis.values import ANY, V, placements_of
 
 
@@ -64,6 +64,9 @@ class SitesMixin:
                     continue
                 # only rank-dependent *data* makes per-rank gradients differ: adding or comparing
                 # a rank-derived integer offset does not
+                if other.ptaint and not other.exits and not v.ptaint & other.ptaint:
+                    # data the caller passed in: in data-parallel code, this rank's batch
+                    self.note(v.exits, "meets_input", node, "meets this function's input data")
                 reason = f"meets {other.rankdep}" if other.rankdep else ""
                 if reason and not (other.exits and other.exits <= v.exits and not other.rankdep):
                     self.note(v.exits - other.exits if other.rankdep.startswith("local") else v.exits, "meets", node, reason)
@@ -85,7 +88,7 @@ class SitesMixin:
             mixed_shard = known and "S" in pl and method == "to_local"
             return V(kind="tensor", rankdep="the local shard of a Shard DTensor" if mixed_shard else "")
         idx = self.add_site(
-            node, scope, "exit", api=method,
+            node, scope, "exit", api=method, foreign=self.foreign_parameter(node, scope),
             recv_params=sorted({self.slots[s]["index"] for s in recv.ptaint if self.slots[s]["fn"] == scope.symbol}),
             placements=sorted(pl) if known else None,
             param=recv.param,
@@ -138,6 +141,19 @@ class SitesMixin:
             a = kwarg(node, flag)
             if a is not None:
                 self.related_nodes.setdefault(idx, []).append((f"at:{flag}", a))
+
+    def foreign_parameter(self, node: cst.Call, scope: Scope) -> bool:
+        """`model.lm_head.weight.to_local()`: a parameter of another module (an attribute two deep,
+        from a function argument or from self), materialised outside that module's forward."""
+        recv = node.func.value if isinstance(node.func, cst.Attribute) else None
+        name = dotted(recv) if recv is not None else None
+        if not name or name.count(".") < 2 and not (name.count(".") == 1 and not name.startswith(("self.", "cls."))):
+            return False
+        root = name.split(".", 1)[0]
+        if root in ("self", "cls"):
+            return name.count(".") >= 2
+        v = scope.lookup(root)
+        return v is not None and bool(v.ptaint)  # rooted at an argument of this function
 
     def apply_styles(self, v: V, entry: cst.CSTNode, scope: Scope) -> None:
         """A style instance made elsewhere (a variable, a helper's result) lands at a plan entry:

@@ -19,7 +19,7 @@ import libcst as cst
 from placement_lint import api
 from placement_lint.analysis.scopes import Scope
 from placement_lint.analysis.syntax import is_int_name, is_self
-from placement_lint.analysis.values import UNKNOWN, V
+from placement_lint.analysis.values import UNKNOWN, V, is_torch_name
 
 #: evidence kept per slot and per key (a summary, not a trace)
 MAX_EVIDENCE = 4
@@ -77,6 +77,9 @@ class SummariesMixin:
         func = node.func
         if isinstance(func, cst.Attribute) and is_self(func.value):
             ref = f"self.{func.attr.value}"
+            attr = scope.cls.attrs.get(func.attr.value) if scope.cls is not None else None
+            if attr is not None and is_torch_name(attr.callee) and attr.kind != "partial":
+                ref = attr.callee  # a torch submodule (self.norm = nn.LayerNorm(d)): replicated work
         else:
             ref = self.qualify(func) if isinstance(func, (cst.Name, cst.Attribute)) else None
         if not ref:
