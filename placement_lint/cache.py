@@ -100,13 +100,25 @@ class Manifest:
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
         entry = self.files.get(path)
-        if isinstance(entry, list) and len(entry) == 3 and entry[0] == st.st_mtime_ns and entry[1] == st.st_size:
+        if isinstance(entry, list) and len(entry) in (3, 4) and entry[0] == st.st_mtime_ns and entry[1] == st.st_size:
             return entry[2]
         return None
 
     def record(self, path: str, st: os.stat_result, file_digest: str) -> None:
         self.files[path] = [st.st_mtime_ns, st.st_size, file_digest]
         self.changed = True
+
+    def late_digest(self, path: str) -> str:
+        """The digest of a file the prefilter skips but a reference led to (analysed in full by
+        the engine's phase two b): kept as a 4th element, so a warm run need not read it."""
+        entry = self.files.get(path)
+        return entry[3] if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[3], str) else ""
+
+    def record_late_digest(self, path: str, file_digest: str) -> None:
+        entry = self.files.get(path)
+        if isinstance(entry, list) and len(entry) >= 3 and entry[2] == "" and file_digest and self.late_digest(path) != file_digest:
+            self.files[path] = [*entry[:3], file_digest]
+            self.changed = True
 
     def save(self) -> None:
         if not self.changed:

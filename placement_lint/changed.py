@@ -48,8 +48,19 @@ def changed_lines(base: str, cwd: Path) -> dict[str, set[int] | None]:
     return out
 
 
-def keep(changed: dict[str, set[int] | None], path: str, line: int, end_line: int) -> bool:
+def touched(changed: dict[str, set[int] | None], path: str, line: int, end_line: int) -> bool:
+    """Whether any of lines line..end_line of `path` changed."""
     if path not in changed:
         return False
     lines = changed[path]
-    return lines is ALL_LINES or any(ln in lines for ln in range(line, end_line + 1))
+    return lines is ALL_LINES or any(ln in lines for ln in range(line, max(line, end_line) + 1))
+
+
+def keep(changed: dict[str, set[int] | None], finding) -> bool:
+    """A finding is the change's business when any line of its range, or a `related` location
+    (the hook a DTP102 use site points at, the callee where the rank-dependent use is), changed:
+    editing `to_local(grad_placements=...)` back to `to_local()` in a style's hook reports the
+    places it is applied."""
+    if touched(changed, finding.path, finding.line, finding.end_line):
+        return True
+    return any(touched(changed, r.path, r.line, r.line) for r in finding.related)

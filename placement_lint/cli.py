@@ -207,7 +207,7 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
 
         # the whole project is still analysed (cross-file facts), only the report is filtered
         changed = changed_lines(only_changed, Path.cwd())
-        report.findings = [f for f in report.findings if keep(changed, f.path, f.line, f.end_line)]
+        report.findings = [f for f in report.findings if keep(changed, f)]
 
     color = (
         fmt in ("text", "concise")

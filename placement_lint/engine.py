@@ -230,7 +230,8 @@ def lint(
             continue
         known = manifest.lookup(shown, st) if manifest is not None else None
         if known is not None:
-            slots[i] = (shown, Source(path, digest=known), known != "")  # unchanged since the last run
+            # unchanged since the last run (a skipped file may still have a digest: phase two b)
+            slots[i] = (shown, Source(path, digest=known or manifest.late_digest(shown)), known != "")
         else:
             unchanged = False
             to_read.append((i, path, shown, st))
@@ -322,6 +323,9 @@ def lint(
             late = [p for p in late if facts.get(p, {}).get("mode") != "full"]
             if late:
                 analyse(late, "full")
+                if manifest is not None:
+                    for p in late:
+                        manifest.record_late_digest(p, sources[p].digest)
                 index = ProjectIndex(facts, real_paths)
         # Phase two b: references the index resolved to files (or regions) that were not analysed:
         # a style class reached through re-exports or subclasses, the project function a local
@@ -332,6 +336,9 @@ def lint(
             if not late:
                 break
             analyse(late, "full")
+            if manifest is not None:
+                for p in late:
+                    manifest.record_late_digest(p, sources[p].digest)
             index = ProjectIndex(facts, real_paths)
         index.count_style_uses()
         if manifest is not None:
@@ -341,6 +348,7 @@ def lint(
         # hooks those findings point to); then the rules run again on positioned facts.
         first = list(run_rules(index, config, suppress=False)) if facts else []
         need = {f.path for f in first} | {path for fqn in index.leaky_styles() for path in [index.classes[fqn][0]]}
+        need |= {r.path for f in first for r in f.related if r.path in facts}  # a callee's evidence, a hook
         need = {p for p in need if facts[p].get("mode") in ("", skip)}
         if need:
             analyse(sorted(need), "positions" + skip)

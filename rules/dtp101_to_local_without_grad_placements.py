@@ -128,8 +128,75 @@ class ToLocalWithoutGradPlacements(Rule):
             """,
             "placements read from a config object's field; the local result is sliced by rank",
         ),
+        Example(
+            {
+                "moe/__init__.py": "",
+                "moe/experts.py": """
+                    def run_local_experts(x, w_local, expert_ids, first):
+                        out = x * 0
+                        for i in range(w_local.shape[0]):
+                            mine = expert_ids == first + i
+                            out = out + mine * (x @ w_local[i])
+                        return out
+                    """,
+                "moe/layer.py": """
+                    from torch import nn
+                    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+                    from .experts import run_local_experts
+
+                    class MoE(nn.Module):
+                        def __init__(self, mesh, w):
+                            super().__init__()
+                            self.mesh = mesh
+                            self.w = nn.Parameter(distribute_tensor(w, mesh, [Shard(0)]))
+
+                        def forward(self, h, expert_ids, first):
+                            x = DTensor.from_local(h, self.mesh, [Replicate()]).to_local()  # expect: DTP101 high
+                            return self._experts(x, expert_ids, first)
+
+                        def _experts(self, x, expert_ids, first):
+                            return run_local_experts(x, self.w.to_local(), expert_ids, first)
+                    """,
+            },
+            "the rank-dependent work is two calls away, in another module (followed through function summaries)",
+        ),
+        Example(
+            """
+            from torch.distributed.fsdp import fully_shard
+
+            def chunked_loss(hidden, weight, labels):
+                return ((hidden @ weight.t()).log_softmax(-1) * labels).sum()
+
+            def train_step(model, hidden, labels):
+                weight = model.lm_head.weight.full_tensor()  # expect: DTP101 high
+                return chunked_loss(hidden, weight, labels)
+            """,
+            "data parallel: another module's parameter gathered outside its forward meets this rank's batch",
+        ),
     ]
     VALID = [
+        Example(
+            """
+            import torch.nn.functional as F
+            from torch import nn
+            from torch.distributed.tensor import DTensor, Replicate
+
+            class Head(nn.Module):
+                def __init__(self, mesh, dim):
+                    super().__init__()
+                    self.mesh = mesh
+                    self.norm = nn.LayerNorm(dim)
+
+                def forward(self, h):
+                    x = DTensor.from_local(h, self.mesh, [Replicate()]).to_local()
+                    return DTensor.from_local(self._project(x), self.mesh, [Replicate()])
+
+                def _project(self, x):
+                    return F.gelu(self.norm(x))
+            """,
+            "followed into the helper: only replicated work, and re-wrapped as Replicate",
+        ),
         Example(
             """
             from torch.distributed.tensor import DTensor, Partial, Replicate, Shard

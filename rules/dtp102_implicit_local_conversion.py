@@ -87,6 +87,36 @@ class ImplicitLocalConversion(Rule):
             },
             "a project style (defined in another file) whose hook calls to_local() bare",
         ),
+        Example(
+            {
+                "torchfoo/__init__.py": "",
+                "torchfoo/distributed/__init__.py": "from .styles import NoParallel\n\n__all__ = [\"NoParallel\"]\n",
+                "torchfoo/distributed/styles.py": """
+                    from torch.distributed.tensor.parallel import ParallelStyle
+
+                    class NoParallel(ParallelStyle):
+                        @staticmethod
+                        def _prepare_output_fn(mod, outputs, device_mesh):
+                            return outputs.to_local()
+                    """,
+                "torchfoo/models/__init__.py": "",
+                "torchfoo/models/parallelize.py": """
+                    from torch.distributed.tensor.parallel import parallelize_module
+                    import torchfoo.distributed as tdist
+
+                    def router_style():
+                        return tdist.NoParallel()
+
+                    def apply(model, mesh):
+                        style = tdist.NoParallel()
+                        plan = {"moe.router.gate": router_style()}  # expect: DTP102 medium
+                        plan["moe.shared_gate"] = style  # expect: DTP102 medium
+                        parallelize_module(model, mesh, plan)
+                    """,
+            },
+            "a package named torch*: re-exported through __init__, reached by `import ... as`, built by a "
+            "helper and stored in a variable before it lands at a plan entry",
+        ),
     ]
     VALID = [
         Example(

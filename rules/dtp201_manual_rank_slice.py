@@ -93,6 +93,33 @@ class ManualRankSlice(Rule):
             """,
             "narrow",
         ),
+        Example(
+            """
+            import torch.distributed as dist
+            from torch import nn
+
+            def split_hook(mesh, n):
+                offset = mesh.get_local_rank() * n
+
+                def _split(x):
+                    return x[offset:offset + n]  # expect: DTP201 medium
+
+                return _split
+
+            def split_all(xs, mesh, n):
+                r = mesh.get_local_rank()
+                take = lambda x: x[r * n:(r + 1) * n]  # expect: DTP201 medium
+                return [take(x) for x in xs]
+
+            class Head(nn.Module):
+                def setup(self, group):
+                    self.tp_rank = dist.get_rank(group)
+
+                def forward(self, h, n):
+                    return h.narrow(-1, self.tp_rank * n, n)  # expect: DTP201 medium
+            """,
+            "a closure capturing the rank, a lambda, and a rank attribute set outside __init__",
+        ),
     ]
     VALID = [
         Example(

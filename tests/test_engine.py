@@ -255,3 +255,35 @@ def test_warm_run_reads_no_unchanged_file_and_sees_an_edit(tmp_path, monkeypatch
     third = run(["--format", "json", "--cache-dir", cache, "."], tmp_path)
     assert [os.path.basename(p) for p in reads] == ["m.py"]
     assert strip(third.output) == []
+
+
+def test_only_changed_reports_a_use_site_when_only_the_style_hook_changed(tmp_path):
+    """Editing `to_local(grad_placements=...)` back to a bare `to_local()` in a style's hook is the
+    change that introduces the bug at every place the style is applied: the use site's finding
+    (related location: the hook) is reported although its own lines did not change."""
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    hook = textwrap.dedent(
+        """
+        from torch.distributed.tensor import Partial
+        from torch.distributed.tensor.parallel import ParallelStyle
+
+        class NoParallel(ParallelStyle):
+            @staticmethod
+            def _prepare_output_fn(mod, outputs, device_mesh):
+                return outputs.to_local({args})
+        """
+    )
+    use = 'from torch.distributed.tensor.parallel import parallelize_module\nfrom pkg.styles import NoParallel\n\n\ndef apply(m, mesh):\n    parallelize_module(m, mesh, {"gate": NoParallel()})\n'
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    write(tmp_path, {"pkg/__init__.py": "", "pkg/styles.py": hook.format(args="grad_placements=(Partial(),)"), "pkg/model.py": use})
+    git("add", ".")
+    git("commit", "-qm", "base")
+    assert json.loads(run(["--no-cache", "--format", "json", "--only-changed", "HEAD", "."], tmp_path).output)["findings"] == []
+    write(tmp_path, {"pkg/styles.py": hook.format(args="")})
+    res = run(["--no-cache", "--format", "json", "--only-changed", "HEAD", "."], tmp_path)
+    found = sorted((f["path"], f["line"], f["code"]) for f in json.loads(res.output)["findings"])
+    assert found == [("pkg/model.py", 6, "DTP102")]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from placement_lint.config import load_config
+from placement_lint.findings import Confidence
 from placement_lint.engine import lint
 from placement_lint.rule import expected_markers
 
@@ -34,3 +37,23 @@ def test_fixed_twins_and_negatives_are_silent_even_at_low_confidence_for_their_b
     report = lint(["fixtures"], config, use_cache=False, cwd=REPO)
     for f in report.findings:
         assert "_fixed" not in f.path and "negatives" not in f.path, f
+
+
+def test_ok_markers_stay_below_the_default_threshold(monkeypatch):
+    """Lines marked `# ok` (the corrected line of a fixed twin, a negative's use) carry no finding
+    at the default threshold, also in a run at `low` (a low note that nothing rank-dependent was
+    seen is allowed: that is what low means)."""
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO)
+    config.min_confidence = Confidence.LOW
+    ok = set()
+    for path in sorted((REPO / "fixtures").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        for lineno, text in enumerate(path.read_text().splitlines(), start=1):
+            if re.search(r"#\s*ok\b", text):
+                ok.add((rel, lineno))
+    assert len(ok) >= 10
+    report = lint(["fixtures"], config, use_cache=False, cwd=REPO)
+    flagged = sorted((f.path, f.line, f.code, str(f.confidence)) for f in report.findings
+                     if (f.path, f.line) in ok and f.confidence >= Confidence.MEDIUM)
+    assert flagged == []
