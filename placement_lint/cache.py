@@ -133,3 +133,29 @@ class Manifest:
             os.replace(tmp, self.path)
         except OSError:
             pass  # read-only checkout: the next run is cold again, not wrong
+
+
+class ScanStore:
+    """The module scans of resolution.Resolver, kept between runs (per path, valid while the
+    file's mtime and size are unchanged), so a warm run reads no module to resolve a name."""
+
+    def __init__(self, directory: Path, salt: bytes):
+        self.path = Path(directory) / f"scans-{hashlib.blake2b(salt, digest_size=6).hexdigest()}.json"
+        try:
+            with open(self.path, "rb") as fh:
+                data = json.loads(fh.read())
+            self.entries: dict[str, list] = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def save(self) -> None:
+        try:
+            import tempfile
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.entries, fh, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # read-only checkout: the next run scans again

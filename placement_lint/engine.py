@@ -304,8 +304,16 @@ def lint(
 
         from placement_lint.index import ProjectIndex
 
+        from placement_lint.resolution import Resolver
+
         real_paths = {shown: os.path.abspath(src.path) for shown, src in sources.items()}
-        index = ProjectIndex(facts, real_paths)
+        scans = None
+        if store.cache is not None:
+            from placement_lint.cache import ScanStore
+
+            scans = ScanStore(store.cache_dir, store.cache.salt)
+        resolver = Resolver(real_paths.values(), scans.entries if scans is not None else None)
+        index = ProjectIndex(facts, real_paths, resolver)
         # Phase two: a file that applies a project style by name (`"gate": NoParallel()`) has no
         # static trigger token, and in the first pass the applying code may sit in a dropped region.
         # Now that the index knows the leaky style names, analyse the files that name them in full.
@@ -326,7 +334,7 @@ def lint(
                 if manifest is not None:
                     for p in late:
                         manifest.record_late_digest(p, sources[p].digest)
-                index = ProjectIndex(facts, real_paths)
+                index = ProjectIndex(facts, real_paths, resolver)
         # Phase two b: references the index resolved to files (or regions) that were not analysed:
         # a style class reached through re-exports or subclasses, the project function a local
         # tensor is passed to. Analysed in full, a few rounds (calls several files deep).
@@ -339,10 +347,12 @@ def lint(
             if manifest is not None:
                 for p in late:
                     manifest.record_late_digest(p, sources[p].digest)
-            index = ProjectIndex(facts, real_paths)
+            index = ProjectIndex(facts, real_paths, resolver)
         index.count_style_uses()
         if manifest is not None:
             manifest.save()
+        if scans is not None and resolver.stored_changed:
+            scans.save()
 
         # Phase three: positions, only for the files that have findings (and the files holding the
         # hooks those findings point to); then the rules run again on positioned facts.
@@ -352,7 +362,7 @@ def lint(
         need = {p for p in need if facts[p].get("mode") in ("", skip)}
         if need:
             analyse(sorted(need), "positions" + skip)
-            index = ProjectIndex(facts, real_paths)
+            index = ProjectIndex(facts, real_paths, resolver)
             index.count_style_uses()
     finally:
         store.close()  # the pool, if a phase started one, serves no later phase

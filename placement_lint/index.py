@@ -39,14 +39,17 @@ def module_name(path: str | Path) -> str:
 
 
 class ProjectIndex:
-    def __init__(self, files: dict[str, dict[str, Any]], paths: dict[str, str] | None = None):
+    def __init__(self, files: dict[str, dict[str, Any]], paths: dict[str, str] | None = None,
+                 resolver: Resolver | None = None):
         """`files`: facts per shown path; `paths`: the real path of each file discovered (shown ->
         path), analysed or not, so that a reference can be resolved to a file not yet analysed."""
         self.files = files
         self.paths = {p: os.path.abspath(p) for p in files}
         self.paths.update(paths or {})
         self.shown = {real: shown for shown, real in self.paths.items()}
-        self.resolver = Resolver(self.paths.values())
+        # one resolver serves a run's successive indexes: module scans and resolutions are of the
+        # files' text, which does not change during a run
+        self.resolver = resolver if resolver is not None else Resolver(self.paths.values())
         #: files a reference led to whose facts are missing or partial: the engine analyses them
         #: in full and rebuilds the index
         self.wanted: set[str] = set()

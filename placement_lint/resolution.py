@@ -6,13 +6,13 @@ dotted prefix that is a module (`pkg/sub.py` or `pkg/sub/__init__.py` under a di
 importing file could have on its path: its own ancestors first, then the roots of the other files
 analysed, which covers src/ layouts and several roots on the command line), then the rest looked
 up in that module: a definition there, or an import it re-exports (`from .impl import X`, a star
-import), or a submodule. A module is read with `ast` only when a reference passes through it.
+import), or a submodule. A module is read (its top level, off the text) only when a reference passes through it.
 """
 
 from __future__ import annotations
 
-import ast
 import os
+import re
 from functools import lru_cache
 from typing import Iterable
 
@@ -34,66 +34,163 @@ class ModuleScan:
         self.defs, self.imports, self.stars, self.bases = defs, imports, stars, bases
 
 
+_TOP_DEF = re.compile(r"(?:async\s+def|def|class)\s+(\w+)")
+_TOP_ASSIGN = re.compile(r"(\w+)\s*(?::[^=\n]*)?=(?!=)")
+_FROM = re.compile(r"from\s+([.\w]+)\s+import\s+(.*)", re.DOTALL)
+_IMPORT = re.compile(r"import\s+(.*)", re.DOTALL)
+_GUARD = re.compile(r"(?:try|except|else|finally|if|elif)\b")
+
+
+def _statements(text: str):
+    """(indent, text) of each statement at the top level or in a top-level `try`/`if` block
+    (brackets and backslashes joined), skipping lines inside triple-quoted strings. Lines of
+    function and class bodies are passed over without being looked at further."""
+    inside: set[int] | frozenset = frozenset()
+    if '"""' in text or "'''" in text:
+        from placement_lint.regions import _string_lines
+
+        inside = _string_lines(text)
+    lines = text.splitlines()
+    guarded = False
+    i = 0
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        if not line or i in inside:
+            i += 1
+            continue
+        first = line[0]
+        if first in " \t":
+            if not guarded:
+                i += 1
+                continue
+            stripped = line.lstrip(" \t")
+            if not stripped.startswith(("from ", "import ")):
+                i += 1
+                continue
+            indent = len(line) - len(stripped)
+        elif first == "#":
+            i += 1
+            continue
+        else:
+            stripped, indent = line, 0
+            guarded = bool(_GUARD.match(stripped))
+        parts = [stripped]
+        depth = stripped.count("(") - stripped.count(")") + stripped.count("[") - stripped.count("]")
+        while (depth > 0 or parts[-1].rstrip().endswith("\\")) and i + 1 < n:
+            i += 1
+            nxt = lines[i].split("#", 1)[0]
+            parts.append(nxt.strip())
+            depth += nxt.count("(") - nxt.count(")") + nxt.count("[") - nxt.count("]")
+        yield indent, " ".join(p.rstrip("\\").strip() for p in parts)
+        i += 1
+
+
+def _split_top(text: str) -> list[str]:
+    """Comma-separated items at bracket depth 0."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if "".join(cur).strip():
+        out.append("".join(cur).strip())
+    return out
+
+
 def scan_module(path: str) -> ModuleScan:
+    """A module's top level read off its text (no parse: this runs for every module a reference
+    passes through, large ones included): definitions, imports (also those under a top-level
+    `try`/`if`, the usual optional-dependency guards), star imports and class bases."""
     try:
         with open(path, "rb") as fh:
-            tree = ast.parse(fh.read(), filename=path)
-    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
         return ModuleScan(set(), {}, [], {})
     defs: set[str] = set()
     bases: dict[str, list[str]] = {}
     imports: dict[str, str] = {}
     stars: list[str] = []
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                defs.add(node.name)
-                if isinstance(node, ast.ClassDef):
-                    bases[node.name] = [ast.unparse(b) for b in node.bases]
-            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                defs.update(t.id for t in targets if isinstance(t, ast.Name))
-            elif isinstance(node, ast.Import):
-                for a in node.names:
-                    if a.asname:
-                        imports[a.asname] = a.name
-                    else:
-                        head = a.name.split(".", 1)[0]
-                        imports.setdefault(head, head)
-            elif isinstance(node, ast.ImportFrom):
-                mod = "." * node.level + (node.module or "")
-                for a in node.names:
-                    if a.name == "*":
-                        stars.append(mod)
-                        continue
+    for indent, stmt in _statements(text):
+        m = _TOP_DEF.match(stmt)
+        if m and indent == 0:
+            defs.add(m.group(1))
+            if stmt.startswith("class"):
+                head = stmt[m.end():].strip()
+                if head.startswith("("):
+                    inner = head[1 : head.rfind(")")] if ")" in head else head[1:]
+                    bases[m.group(1)] = [b for b in _split_top(inner) if b and "=" not in b and not b.startswith("*")]
+            continue
+        m = _FROM.match(stmt)
+        if m:
+            mod, names = m.group(1), m.group(2).strip().strip("()")
+            for item in _split_top(names):
+                name, _, alias = item.partition(" as ")
+                name, alias = name.strip(), alias.strip()
+                if name == "*":
+                    stars.append(mod)
+                elif name.isidentifier():
                     sep = "" if mod.endswith(".") else "."
-                    imports[a.asname or a.name] = f"{mod}{sep}{a.name}" if mod else a.name
-            elif isinstance(node, (ast.If, ast.Try)):  # `try: from x import y` / TYPE_CHECKING blocks
-                visit(node.body)
-                for h in getattr(node, "handlers", ()):
-                    visit(h.body)
-                visit(node.orelse)
-
-    visit(tree.body)
+                    imports[alias or name] = f"{mod}{sep}{name}"
+            continue
+        m = _IMPORT.match(stmt)
+        if m:
+            for item in _split_top(m.group(1)):
+                name, _, alias = item.partition(" as ")
+                name, alias = name.strip(), alias.strip()
+                if alias:
+                    imports[alias] = name
+                elif name:
+                    head = name.split(".", 1)[0]
+                    imports.setdefault(head, head)
+            continue
+        m = _TOP_ASSIGN.match(stmt)
+        if m and indent == 0:
+            defs.add(m.group(1))
     return ModuleScan(defs, imports, stars, bases)
 
 
 class Resolver:
-    def __init__(self, files: Iterable[str]):
-        """`files`: paths of the files analysed (their package roots are import roots)."""
+    def __init__(self, files: Iterable[str], stored: dict[str, list] | None = None):
+        """`files`: paths of the files analysed (their package roots are import roots).
+        `stored`: module scans of an earlier run, {path: [mtime_ns, size, defs, imports, stars,
+        bases]}, used while a file's stat matches; the scans of this run are left there too."""
+        self.stored = stored if stored is not None else {}
+        self.stored_changed = False
         self.roots: list[str] = []
         seen: set[str] = set()
-        for path in files:
-            root = package_root(os.path.abspath(path))
+        for directory in dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in files):
+            root = _package_root_of_dir(directory)
             if root not in seen:
                 seen.add(root)
                 self.roots.append(root)
         self._scans: dict[str, ModuleScan] = {}
+        self._memo: dict[tuple[str, str], tuple[str, str] | None] = {}
 
     def scan(self, path: str) -> ModuleScan:
         if path not in self._scans:
-            self._scans[path] = scan_module(path)
+            try:
+                st = os.stat(path)
+                stamp = [st.st_mtime_ns, st.st_size]
+            except OSError:
+                stamp = None
+            entry = self.stored.get(path)
+            if stamp is not None and isinstance(entry, list) and len(entry) == 6 and entry[:2] == stamp:
+                try:
+                    self._scans[path] = ModuleScan(set(entry[2]), dict(entry[3]), list(entry[4]), dict(entry[5]))
+                    return self._scans[path]
+                except (TypeError, ValueError):
+                    pass  # a damaged entry: scan again
+            scan = self._scans[path] = scan_module(path)
+            if stamp is not None:
+                self.stored[path] = [*stamp, sorted(scan.defs), scan.imports, scan.stars, scan.bases]
+                self.stored_changed = True
         return self._scans[path]
 
     # -- modules --------------------------------------------------------------------------------
@@ -129,6 +226,14 @@ class Resolver:
         """(absolute file, qualified name in it) of what `ref`, written in `from_path`, names."""
         if not ref or hops > MAX_HOPS:
             return None
+        if hops == 0:
+            key = (ref, from_path)
+            if key not in self._memo:
+                self._memo[key] = self._resolve(ref, from_path, 0)
+            return self._memo[key]
+        return self._resolve(ref, from_path, hops)
+
+    def _resolve(self, ref: str, from_path: str, hops: int) -> tuple[str, str] | None:
         from_path = os.path.abspath(from_path)
         level = len(ref) - len(ref.lstrip("."))
         parts = [p for p in ref.lstrip(".").split(".") if p]
@@ -180,7 +285,11 @@ class Resolver:
 
 def package_root(path: str) -> str:
     """The directory above a file's package chain (where `import outermost_package` starts)."""
-    d = os.path.dirname(path)
+    return _package_root_of_dir(os.path.dirname(path))
+
+
+@lru_cache(maxsize=4096)
+def _package_root_of_dir(d: str) -> str:
     while _isfile(os.path.join(d, "__init__.py")):
         parent = os.path.dirname(d)
         if parent == d:

@@ -226,6 +226,8 @@ class ExpressionsMixin:
                         return base.elems[int(s.value)]
                     except (IndexError, ValueError):
                         pass
+            if self.has_slice(node) and len(node.slice) == 1:
+                return V(kind="list", rank=base.rank, exits=base.exits, ptaint=base.ptaint)  # a slice of a list is a list
             return V(kind="int" if idx.rank else "unknown", rank=idx.rank or base.rank, exits=base.exits, ptaint=base.ptaint)
         if base.kind == "modules" or base.kind == "module":
             return V(kind="module", rankdep="a per-rank expert (expert parallelism)")

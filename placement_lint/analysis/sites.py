@@ -14,6 +14,11 @@ from placement_lint.analysis.syntax import dotted, is_data_parallel_name, kwarg
 from placement_lint.analysis.values import ANY, V, placements_of
 
 
+#: summary evidence a finding cites with its line (a callee's rank-dependent use); the rest of a
+#: summary (calls, returns) is followed, never shown, and costs no positions
+CITED = ("meets", "meets_local_of")
+
+
 class SitesMixin:
     """Mixin of FileAnalyzer (placement_lint.analyzer)."""
 
@@ -196,7 +201,7 @@ class SitesMixin:
             if positions == "all" or (positions == "sites" and site["kind"] != "style_candidate")
         }
         if positions != "none":  # the evidence of function summaries: related locations of callers' findings
-            needed |= {self.slot_places[s][0] for s in self.slot_nodes}
+            needed |= {self.slot_places[s][0] for s, nodes in self.slot_nodes.items() if any(k in CITED for k, _ in nodes)}
         resolved: dict[Any, Any] = {}
 
         def locate(b: int, unit) -> tuple[Any, int, int]:
@@ -233,7 +238,7 @@ class SitesMixin:
         ]
         def position(b: int, unit, node: cst.CSTNode) -> int:
             if b not in needed:
-                return 0
+                return 0  # not cited by any finding (only CITED evidence is positioned)
             table, dl, _ = locate(b, unit)
             return table[node].start.line + dl
 

@@ -18,6 +18,7 @@ import libcst as cst
 
 from placement_lint import api
 from placement_lint.analysis.scopes import Scope
+from placement_lint.analysis.sites import CITED
 from placement_lint.analysis.syntax import is_int_name, is_self
 from placement_lint.analysis.values import UNKNOWN, V, is_torch_name
 
@@ -111,7 +112,8 @@ class SummariesMixin:
                 b, unit = self.slot_places[s]
                 entry["lines"] = {}
                 for key, node in self.slot_nodes.get(s, ()):
-                    entry["lines"].setdefault(key, []).append(position(b, unit, node))
+                    if key in CITED:
+                        entry["lines"].setdefault(key, []).append(position(b, unit, node))
             out[rec["fn"]]["slots"][str(rec["index"])] = entry
         for sym, refs in self.returns_styles.items():
             if sym in out:
