@@ -302,6 +302,7 @@ def lint(
         else:
             analyse(candidates, skip)  # mode "" or SKIP_TEST_RANK
 
+        from placement_lint.facts import WHOLE_FILE_MODES
         from placement_lint.index import ProjectIndex
 
         from placement_lint.resolution import Resolver
@@ -340,10 +341,10 @@ def lint(
         # tensor is passed to. Analysed in full, a few rounds (calls several files deep).
         for _ in range(LATE_ROUNDS):
             index.follow_all()
-            late = sorted(p for p in index.wanted if p in sources and facts.get(p, {}).get("mode") != "full")
+            late = sorted(p for p in index.wanted if p in sources and facts.get(p, {}).get("mode") not in WHOLE_FILE_MODES)
             if not late:
                 break
-            analyse(late, "full")
+            analyse(late, "whole")
             if manifest is not None:
                 for p in late:
                     manifest.record_late_digest(p, sources[p].digest)
@@ -359,9 +360,13 @@ def lint(
         first = list(run_rules(index, config, suppress=False)) if facts else []
         need = {f.path for f in first} | {path for fqn in index.leaky_styles() for path in [index.classes[fqn][0]]}
         need |= {r.path for f in first for r in f.related if r.path in facts}  # a callee's evidence, a hook
+        whole = sorted(p for p in need if facts[p].get("mode") == "whole")
         need = {p for p in need if facts[p].get("mode") in ("", skip)}
         if need:
             analyse(sorted(need), "positions" + skip)
+        if whole:
+            analyse(whole, "full")  # the same whole-file analysis, now with positions
+        if need or whole:
             index = ProjectIndex(facts, real_paths, resolver)
             index.count_style_uses()
     finally:

@@ -31,7 +31,12 @@ SKIP_TEST_RANK = "/skip-test-rank"
 #: every position, for files that apply a project ParallelStyle by name (no static token can
 #: announce those, and the applying code may sit in a region the first pass dropped); it selects
 #: no regions, so it has no SKIP_TEST_RANK variant.
-MODES = ("", "positions", "full", SKIP_TEST_RANK, "positions" + SKIP_TEST_RANK)
+#: "whole": the whole file like "full" but without positions, for files a reference led to (a
+#: callee, a style reached through re-exports); the engine re-analyses one in "full" only if it
+#: holds a finding or evidence a finding cites.
+MODES = ("", "positions", "full", "whole", SKIP_TEST_RANK, "positions" + SKIP_TEST_RANK)
+#: modes that analyse every line of the file
+WHOLE_FILE_MODES = ("full", "whole")
 
 
 def base_mode(mode: str) -> str:
@@ -45,7 +50,7 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
         raise ValueError(f"unknown facts mode {mode!r}")
     skip_test_rank = mode.endswith(SKIP_TEST_RANK)
     mode_base = base_mode(mode)
-    force = mode_base == "full"
+    force = mode_base in WHOLE_FILE_MODES
     if not force and not prefilter.might_match(data):
         return EMPTY
     try:
@@ -74,7 +79,8 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
         return {**EMPTY, "parsed": True, "error": {"line": exc.raw_line, "column": exc.raw_column + 1, "message": f"could not parse: {first}"}}
     except (RecursionError, MemoryError) as exc:  # pathological nesting: report, don't crash
         return {**EMPTY, "parsed": True, "error": {"line": 1, "column": 1, "message": f"could not parse: {type(exc).__name__}"}}
-    result = analyze_blocks(blocks, positions="all" if force else "sites" if mode_base == "positions" else "none")
+    positions = {"full": "all", "positions": "sites"}.get(mode_base, "none")
+    result = analyze_blocks(blocks, positions=positions)
     result["suppressions"] = scan(text)
     result["dp_context"] = bool(_DP_CONTEXT.search(text))
     result["parsed"] = True

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from placement_lint import api
+from placement_lint.facts import WHOLE_FILE_MODES
 from placement_lint.resolution import Resolver
 
 #: how many calls deep a local tensor is followed into the project's functions
@@ -99,7 +100,7 @@ class ProjectIndex:
     def want(self, path: str) -> None:
         """Ask for full facts of `path` (unless it has them already)."""
         facts = self.files.get(path)
-        if (facts is None or facts.get("mode") != "full") and path in self.paths:
+        if (facts is None or facts.get("mode") not in WHOLE_FILE_MODES) and path in self.paths:
             self.wanted.add(path)
 
     def resolve(self, ref: str, from_path: str) -> str | None:
@@ -209,6 +210,10 @@ class ProjectIndex:
         """The project style class a style_candidate site instantiates: directly (`NoParallel()`)
         or through a helper that returns one (`gate_style()`)."""
         ref = site["ref"]
+        if not (depth or site.get("plan_key") or site.get("via_call")) and ref.rsplit(".", 1)[-1] not in self.by_name:
+            # a call outside a plan naming no class the facts hold: not followed through modules
+            # (most capitalised calls are not styles; a style's use sits at a plan entry)
+            return None
         fqn = self.resolve(ref, from_path)
         if fqn is not None or depth > MAX_CALL_DEPTH:
             return fqn
@@ -259,7 +264,7 @@ class ProjectIndex:
         entry = self.classes.get(fqn)
         if entry is None or fqn in _seen:
             return None
-        if self.files.get(path, {}).get("mode") != "full":
+        if self.files.get(path, {}).get("mode") not in WHOLE_FILE_MODES:
             self.want(path)  # the method may sit in a region the first pass dropped
         for base in entry[1].get("bases", ()):
             target = self.resolve(base, path)

@@ -45,18 +45,23 @@ def _statements(text: str):
     """(indent, text) of each statement at the top level or in a top-level `try`/`if` block
     (brackets and backslashes joined), skipping lines inside triple-quoted strings. Lines of
     function and class bodies are passed over without being looked at further."""
-    inside: set[int] | frozenset = frozenset()
-    if '"""' in text or "'''" in text:
-        from placement_lint.regions import _string_lines
-
-        inside = _string_lines(text)
     lines = text.splitlines()
     guarded = False
+    quote = ""  # the triple quote of a string the previous lines left open
     i = 0
     n = len(lines)
     while i < n:
         line = lines[i]
-        if not line or i in inside:
+        if quote or '"""' in line or "'''" in line:
+            # triple-quoted strings, tracked line by line (str.count, no regex over the file)
+            was_inside = bool(quote)
+            for q in ('"""', "'''"):
+                if (not quote or quote == q) and line.count(q) % 2:
+                    quote = "" if quote else q
+            if was_inside:
+                i += 1
+                continue
+        if not line:
             i += 1
             continue
         first = line[0]

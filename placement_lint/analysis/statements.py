@@ -322,17 +322,27 @@ class StatementsMixin:
         rank_calls = api.RANK_FUNCTIONS | api.RANK_METHODS | api.RANK_METHODS_WITH_ARGS
 
         def from_rank(expr: cst.BaseExpression) -> bool:
-            found = False
-
-            class Finder(cst.CSTVisitor):
-                def visit_Call(self, call: cst.Call) -> None:
-                    nonlocal found
-                    name = (dotted(call.func) or "").rsplit(".", 1)[-1]
-                    if name in rank_calls:
-                        found = True
-
-            expr.visit(Finder())
-            return found
+            # a walk over the expression shapes a rank is computed with (a LibCST visitor rebuilds
+            # every node it passes: too slow for every assignment of every class)
+            stack = [expr]
+            while stack:
+                n = stack.pop()
+                if isinstance(n, cst.Call):
+                    if (dotted(n.func) or "").rsplit(".", 1)[-1] in rank_calls:
+                        return True
+                    stack.append(n.func)
+                    stack.extend(a.value for a in n.args)
+                elif isinstance(n, (cst.Attribute, cst.Subscript)):
+                    stack.append(n.value)
+                elif isinstance(n, cst.BinaryOperation):
+                    stack.extend((n.left, n.right))
+                elif isinstance(n, cst.UnaryOperation):
+                    stack.append(n.expression)
+                elif isinstance(n, (cst.Tuple, cst.List)):
+                    stack.extend(e.value for e in n.elements)
+                elif isinstance(n, cst.IfExp):
+                    stack.extend((n.body, n.orelse))
+            return False
 
         def targets(t: cst.BaseExpression) -> list[str]:
             if isinstance(t, cst.Attribute) and is_self(t.value):
