@@ -104,6 +104,8 @@ class ImplicitLocalConversion(Rule):
                     from torch.distributed.tensor.parallel import parallelize_module
                     import torchfoo.distributed as tdist
 
+                    STYLES = {"replicated": tdist.NoParallel()}
+
                     def router_style():
                         return tdist.NoParallel()
 
@@ -111,11 +113,12 @@ class ImplicitLocalConversion(Rule):
                         style = tdist.NoParallel()
                         plan = {"moe.router.gate": router_style()}  # expect: DTP102 medium
                         plan["moe.shared_gate"] = style  # expect: DTP102 medium
+                        plan["moe.expert_bias"] = STYLES["replicated"]  # expect: DTP102 medium
                         parallelize_module(model, mesh, plan)
                     """,
             },
             "a package named torch*: re-exported through __init__, reached by `import ... as`, built by a "
-            "helper and stored in a variable before it lands at a plan entry",
+            "helper, stored in a variable or a dict before it lands at a plan entry",
         ),
     ]
     VALID = [

@@ -137,4 +137,4 @@ class LocalMapWithoutGradPlacements(Rule):
                 "the all-reduce is skipped. Pass in_grad_placements on every branch, with `[Partial()]` for replicated "
                 "inputs that meet sharded data"
             )
-            yield self.finding(ctx, site, message, confidence)
+            yield self.finding(ctx, site, message, confidence, at=(site.get("at") or {}).get("in_grad_placements"))

@@ -224,14 +224,15 @@ class ManualRankSlice(Rule):
                 confidence = Confidence.LOW
             elif site["op"] in ("index", "index_assign") and site["receiver"] == "unknown":
                 confidence = Confidence.LOW  # `x[rank]` on an unknown value is as often a list or dict
-            elif site["receiver"] != "param" and (
+            elif site["receiver"] not in ("param", "dtensor") and (
                 site["rank_source"] == "data"
                 or site.get("receiver_name", "") in BATCH_NAMES
                 or site.get("symbol", "").rsplit(".", 1)[-1].startswith(TEST_FUNCTION_PREFIXES)
             ):
                 # data-parallel batch splitting (a cp/sp/dp rank, model inputs or targets, test
                 # code): each rank's share of the data is intended, and the data-parallel
-                # reduction over that mesh dim sums the gradients later
+                # reduction over that mesh dim sums the gradients later. Names decide only here,
+                # where the code says nothing of the tensor: a parameter or DTensor is evidence
                 confidence = Confidence.LOW
             elif site["receiver"] in ("param", "dtensor"):
                 confidence = Confidence.HIGH

@@ -73,6 +73,7 @@ class ExpressionsMixin:
                      styles=frozenset().union(*(e.styles for e in elems)) if elems else frozenset(),
                      rank="", rankdep="")
         if isinstance(node, cst.Dict):
+            styles: frozenset = frozenset()  # style instances kept in the dict (`STYLES["gate"]` later)
             for el in node.elements:
                 if isinstance(el, cst.DictElement):
                     key = el.key
@@ -85,9 +86,10 @@ class ExpressionsMixin:
                     if self._plan_key is not None:
                         self.apply_styles(v, el, scope)
                     self._plan_key, self._plan_elem = prev, prev_elem
+                    styles |= v.styles
                 else:
                     self.expr(el.value, scope)
-            return V(kind="dict")
+            return V(kind="dict", styles=styles)
         if isinstance(node, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
             inner = Scope(scope.symbol, scope, scope.cls, scope.guard)
             comp = node.for_in
@@ -217,7 +219,7 @@ class ExpressionsMixin:
         if base.kind in ("meta", "str", "dict"):
             if base.kind == "meta":
                 return V(kind="int", rank=idx.rank)
-            return V(nograd=base.nograd)
+            return V(nograd=base.nograd, styles=base.styles)
         if base.kind == "list" or base.kind == "tuple":
             if base.elems and isinstance(node.slice[0].slice, cst.Index):
                 s = node.slice[0].slice.value

@@ -189,7 +189,10 @@ class SitesMixin:
         else:
             grad_state = "set"
         pl = sorted(in_pl.pl) if in_pl is not None and in_pl.kind == "placements" else None
-        self.add_site(node, scope, "local_map", grad=grad_state, in_placements=pl, partial=partial)
+        idx = self.add_site(node, scope, "local_map", grad=grad_state, in_placements=pl, partial=partial)
+        a = kwarg(node, "in_grad_placements")
+        if a is not None:  # `in_grad_placements=... if c else None`: the finding is about this argument
+            self.related_nodes.setdefault(idx, []).append(("at:in_grad_placements", a))
 
     # -- output -----------------------------------------------------------------------------------------
     def facts(self, positions: str = "none") -> dict[str, Any]:

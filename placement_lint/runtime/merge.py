@@ -291,6 +291,22 @@ def module_key_of_target(target: ast.AST) -> str | None:
     return ".".join(rest)
 
 
+def call_start(tree: ast.AST | None, line: int, column: int) -> tuple[int, int]:
+    """(line, 1-based column) where the call holding position (line, column) starts: a finding
+    about an argument (`use_local_input=True`, `in_grad_placements=...`) starts at that argument,
+    while the monitor records the call. The position itself when no call holds it."""
+    if tree is None:
+        return line, column
+    best = None
+    for n in ast.walk(tree):
+        if not isinstance(n, ast.Call) or n.end_lineno is None:
+            continue
+        start, end = (n.lineno, n.col_offset + 1), (n.end_lineno, (n.end_col_offset or 0) + 1)
+        if start < (line, column) <= end and (best is None or start > best):
+            best = start  # the innermost call that holds the argument
+    return best or (line, column)
+
+
 def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
     return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
 
@@ -386,9 +402,10 @@ class _Matcher:
         if f.code == "DTP102":
             for r in f.related:
                 matched += self.by_loc.get((_abs(r.path, cwd), r.line), ())
-            keys = _PLAN_KEY.findall(_source_lines(fpath, f.line, 1))
+            line = f.line if _PLAN_KEY.search(_source_lines(fpath, f.line, 1)) else call_start(self.tree(fpath), f.line, f.column)[0]
+            keys = _PLAN_KEY.findall(_source_lines(fpath, line, 1))
             if not keys:  # the key may sit on the line above a long style call
-                keys = _PLAN_KEY.findall(_source_lines(fpath, max(1, f.line - 1), 2))
+                keys = _PLAN_KEY.findall(_source_lines(fpath, max(1, line - 1), 2))
             for key in keys:
                 matched += [s for s in self.sites
                             if s.get("hook") in ("pre", "post") and _module_matches(s.get("module", ""), key)
@@ -396,7 +413,7 @@ class _Matcher:
         if f.code == "DTP103":
             tree = self.tree(fpath)
             if tree is not None:
-                form, name = local_map_form(tree, f.line, f.column)
+                form, name = local_map_form(tree, *call_start(tree, f.line, f.column))
             else:  # unparsable here (newer syntax than this Python): the call's text
                 m = _LOCAL_MAP_FN.search(_source_lines(fpath, f.line, 6))
                 form, name = "function", (m.group(1).split(".")[-1] if m else None)

@@ -74,7 +74,7 @@ def test_fixture_suite_2_ranks_with_verify_fix(tmp_path):
         ("DTP101", "fixtures/tp_expert_matmul.py", 33): "confirmed",
         ("DTP101", "fixtures/ep_full_tensor.py", 40): "confirmed",
         ("DTP101", "fixtures/rowwise_bias.py", 38): "confirmed",
-        ("DTP103", "fixtures/local_map_branch.py", 36): "confirmed",
+        ("DTP103", "fixtures/local_map_branch.py", 40): "confirmed",
         ("DTP902", "fixtures/double_count.py", 29): "double-count",
     }
     for key, verdict in expect.items():
