@@ -287,3 +287,38 @@ def test_only_changed_reports_a_use_site_when_only_the_style_hook_changed(tmp_pa
     res = run(["--no-cache", "--format", "json", "--only-changed", "HEAD", "."], tmp_path)
     found = sorted((f["path"], f["line"], f["code"]) for f in json.loads(res.output)["findings"])
     assert found == [("pkg/model.py", 6, "DTP102")]
+
+
+def test_torch_named_project_package_is_not_torch(tmp_path):
+    """The issue's reproduction: torchtitan's NoParallel, defined in the package's
+    `distributed/__init__.py`, applied to the router gate in `models/llama4/parallelize.py`. A
+    package whose name starts with `torch` is the project, not torch: the use site is reported,
+    and the hook no longer says that no place where it is applied was found."""
+    write(tmp_path, {
+        "torchtitan/__init__.py": "",
+        "torchtitan/distributed/__init__.py": textwrap.dedent("""
+            from torch.distributed.tensor.parallel import ParallelStyle
+
+            class NoParallel(ParallelStyle):
+                def __init__(self, *, use_local_output=True):
+                    self.use_local_output = use_local_output
+
+                @staticmethod
+                def _prepare_output_fn(use_local_output, mod, outputs, device_mesh):
+                    return outputs.to_local() if use_local_output else outputs
+            """),
+        "torchtitan/models/__init__.py": "",
+        "torchtitan/models/llama4/__init__.py": "",
+        "torchtitan/models/llama4/parallelize.py": textwrap.dedent("""
+            from torch.distributed.tensor.parallel import parallelize_module
+            from torchtitan.distributed import NoParallel
+
+            def apply_moe_ep_tp(model, tp_mesh):
+                parallelize_module(model, tp_mesh, {
+                    "moe.router.gate": NoParallel(),
+                })
+            """),
+    })
+    res = run(["--no-cache", "--format", "json", "--min-confidence", "low", "."], tmp_path)
+    found = [(f["path"], f["line"], f["code"], f["confidence"]) for f in json.loads(res.output)["findings"]]
+    assert found == [("torchtitan/models/llama4/parallelize.py", 7, "DTP102", "medium")]  # the plan entry
