@@ -37,9 +37,17 @@ class ToLocalWithoutGradPlacements(Rule):
 
     Confidence
         high: the forward placement is Replicate/Partial (or the call gathers) and the local
-        result meets rank-dependent data in the same scope. medium: the placement is known
-        Replicate/Partial and the local result leaves the scope (returned, passed on, stored), or
-        the placement is unknown but it meets rank-dependent data. low: otherwise.
+        result meets rank-dependent data in the same scope, or in a project function it is passed
+        to (in this module or another, any number of calls deep: the message names the callee and
+        its line is a related location; a Shard DTensor passed in the same call counts when the
+        callee meets that argument's local tensor). Data parallel: a parameter of another module
+        materialised outside its forward (`model.lm_head.weight.full_tensor()`) that meets this
+        function's input in a file that runs data-parallel (`fully_shard`, DDP, a `dp` mesh) is
+        high with a known placement or a gather, medium otherwise. medium: the placement is known
+        Replicate/Partial and the local result leaves the scope (returned, passed to code the
+        analyzer cannot follow, stored), or the placement is unknown but it meets a Shard
+        DTensor's local shard. low: nothing rank-dependent seen, also after following every
+        consumer into the project's functions.
     """
 
     CODE = "DTP101"

@@ -18,9 +18,14 @@ class ImplicitLocalConversion(Rule):
     What it does
         Flags ParallelStyles that convert DTensors to local tensors without grad placements:
         torch styles with `use_local_output=True` / `use_local_input=True` whose layout is or may
-        be Replicate/Partial, and every place where a project ParallelStyle whose hook calls
-        `to_local()` bare is applied (for example `{"moe.router.gate": NoParallel()}`), with a
-        related location pointing at the hook.
+        be Replicate/Partial (reported at that argument), and every place where a project
+        ParallelStyle whose hook calls `to_local()` bare is applied (for example
+        `{"moe.router.gate": NoParallel()}`), reported at the plan entry with a related location
+        pointing at the hook. The style is found as Python would import it: through package
+        `__init__` re-exports, relative imports, `import pkg.sub as d`, src/ layouts and packages
+        named `torch*` (torchtitan, torchtune); through subclasses defined in other modules; and
+        through instances built by a helper function or kept in a variable or dict before they
+        reach the plan.
 
     Why it breaks the gradient
         A style's forward hook that returns `outputs.to_local()` is the same bug as a bare

@@ -35,6 +35,8 @@ class LocalMapWithoutGradPlacements(Rule):
     Confidence
         high: a Replicate input next to a Shard input (the replicated input meets sharded data
         inside the function). medium: a Replicate input. low: input placements unknown.
+        The finding starts at the `in_grad_placements=` argument when one is given (`... if c
+        else None`), at the call otherwise; its range ends with the call.
     """
 
     CODE = "DTP103"

@@ -45,7 +45,14 @@ class ManualRankSlice(Rule):
 
     Confidence
         high: the sliced tensor is a parameter or a DTensor. medium: the rank comes from a rank
-        API. low: the index is only named like a rank (`rank`, `tp_rank` parameters).
+        API (`get_rank(group)`, `get_group_rank`, `group.rank()`, `mesh.get_local_rank(dim)`,
+        `mesh.get_coordinate()[d]`, `mesh._sym_get_coordinate(d)`, `RANK`/`LOCAL_RANK`, or a value
+        or `self.` attribute derived from one in any method, through unpacking and arithmetic).
+        low: the index is only named like a rank (`rank`, `tp_rank` parameters), or a cp/dp/sp
+        rank slices a tensor the code says nothing about (model inputs: an intended data split).
+        Names lower the confidence only there: a parameter or DTensor keeps it high whatever the
+        names say. Nested functions, closures, lambdas and comprehensions are analysed with the
+        names they capture.
         Not flagged: `no_grad` / `inference_mode` regions, `autograd.Function` bodies, integer or
         boolean tensors, Python lists.
     """
