@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from placement_lint import api
+from placement_lint.callgraph import MAX_CALL_DEPTH, CallGraphMixin
 from placement_lint.facts import WHOLE_FILE_MODES
 from placement_lint.resolution import Resolver
-
-#: how many calls deep a local tensor is followed into the project's functions
-MAX_CALL_DEPTH = 5
 
 
 @lru_cache(maxsize=4096)
@@ -39,7 +37,7 @@ def module_name(path: str | Path) -> str:
     return ".".join(parts) or stem
 
 
-class ProjectIndex:
+class ProjectIndex(CallGraphMixin):
     def __init__(self, files: dict[str, dict[str, Any]], paths: dict[str, str] | None = None,
                  resolver: Resolver | None = None):
         """`files`: facts per shown path; `paths`: the real path of each file discovered (shown ->
@@ -229,93 +227,6 @@ class ProjectIndex:
                 return found
         return None
 
-    # -- calls into the project (per-function summaries) -------------------------------------------
-    def function(self, ref: str, from_path: str, call: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
-        """(path, symbol, summary) of the project function a call names: a method of the
-        caller's class or its bases (`self.m`), a nested or module-level function of the same
-        file, or one imported from another module."""
-        if ref.startswith("self."):
-            cls = call.get("cls")
-            return self.method(from_path, cls, ref[5:]) if cls else None
-        if "." not in ref:
-            scope = call.get("from") or ""
-            while True:  # nested functions first, innermost scope outwards
-                sym = f"{scope}.{ref}" if scope else ref
-                if (from_path, sym) in self.functions:
-                    return from_path, sym, self.functions[(from_path, sym)]
-                if not scope:
-                    break
-                scope = scope.rpartition(".")[0]
-        located = self.locate(ref, from_path)
-        if located is None:
-            return None
-        path, qual = located
-        info = self.functions.get((path, qual))
-        if info is None:
-            self.want(path)
-            return None
-        return path, qual, info
-
-    def method(self, path: str, cls: str, name: str, _seen: frozenset = frozenset()) -> tuple[str, str, dict[str, Any]] | None:
-        sym = f"{cls}.{name}"
-        if (path, sym) in self.functions:
-            return path, sym, self.functions[(path, sym)]
-        fqn = self.class_fqn(path, cls)
-        entry = self.classes.get(fqn)
-        if entry is None or fqn in _seen:
-            return None
-        if self.files.get(path, {}).get("mode") not in WHOLE_FILE_MODES:
-            self.want(path)  # the method may sit in a region the first pass dropped
-        for base in entry[1].get("bases", ()):
-            target = self.resolve(base, path)
-            if target is not None:
-                bpath, bc = self.classes[target]
-                found = self.method(bpath, bc["qualname"], name, _seen | {fqn})
-                if found is not None:
-                    return found
-        return None
-
-    def call_evidence(self, calls: list[dict[str, Any]], from_path: str, depth: int = 0,
-                      _seen: frozenset = frozenset()) -> tuple[str, str, int, str] | None:
-        """(why, path, line, function) of the first rank-dependent use a value meets inside the
-        project functions it is passed to, followed transitively (recursion and cycles end)."""
-        if depth >= MAX_CALL_DEPTH:
-            return None
-        for call in calls:
-            fn = self.function(call["ref"], from_path, call)
-            if fn is None:
-                continue
-            path, sym, info = fn
-            arg = call["arg"]
-            params = info.get("params", [])
-            if isinstance(arg, str):
-                if arg not in params:
-                    continue
-                index = params.index(arg)
-            else:
-                # a method called on self or an instance: its first parameter is the instance
-                index = arg + (1 if info.get("method") and call["ref"].startswith("self.") else 0)
-            key = (path, sym, index)
-            if key in _seen:
-                continue
-            slot = info.get("slots", {}).get(str(index))
-            if not slot:
-                continue
-            if slot.get("meets"):
-                lines = (slot.get("lines") or {}).get("meets") or [0]
-                return slot["meets"][0], path, lines[0], sym
-            offset = index - (arg if isinstance(arg, int) else index)  # parameter index - argument position
-            for j, k in enumerate(slot.get("meets_local_of", ())):
-                if isinstance(arg, int) and (k - offset) in call.get("shard_args", ()):
-                    lines = (slot.get("lines") or {}).get("meets_local_of") or [0]
-                    return (f"meets the local shard of the Shard DTensor passed as `{params[k]}`", path,
-                            lines[min(j, len(lines) - 1)], sym)
-            if slot.get("calls"):
-                found = self.call_evidence(slot["calls"], path, depth + 1, _seen | {key})
-                if found is not None:
-                    return found
-        return None
-
     def follow_all(self) -> None:
         """Resolve every reference the rules will ask about, so that `wanted` lists the files
         whose full facts they need before they run."""
@@ -325,32 +236,3 @@ class ProjectIndex:
                     self.call_evidence(site["calls"], path)
                 elif site["kind"] == "style_candidate":
                     self.resolve_style(site, path)
-
-    def calls_clean(self, calls: list[dict[str, Any]], from_path: str, depth: int = 0) -> bool:
-        """Every call resolves to a project function in which the value meets nothing
-        rank-dependent, followed transitively: its consumers are all seen, and replicated."""
-        if depth >= MAX_CALL_DEPTH:
-            return False
-        for call in calls:
-            if call["ref"].startswith("torch."):
-                continue  # a torch module or function: the same computation on every rank
-            fn = self.function(call["ref"], from_path, call)
-            if fn is None:
-                return False
-            path, _, info = fn
-            arg = call["arg"]
-            params = info.get("params", [])
-            if isinstance(arg, str):
-                if arg not in params:
-                    return False  # into **kwargs: not followed
-                index = params.index(arg)
-            else:
-                index = arg + (1 if info.get("method") and call["ref"].startswith("self.") else 0)
-                if index >= len(params):
-                    return False  # into *args
-            slot = info.get("slots", {}).get(str(index)) or {}
-            if slot.get("meets") or (slot.get("calls") and not self.calls_clean(slot["calls"], path, depth + 1)):
-                return False
-            if slot.get("escapes_unseen"):
-                return False
-        return True
