@@ -307,7 +307,7 @@ def lint(
 
         from placement_lint.resolution import Resolver
 
-        real_paths = {shown: os.path.abspath(src.path) for shown, src in sources.items()}
+        real_paths = {shown: p if os.path.isabs(p := os.fspath(src.path)) else os.path.abspath(p) for shown, src in sources.items()}
         scans = None
         if store.cache is not None:
             from placement_lint.cache import ScanStore

@@ -30,7 +30,11 @@ def _package_dirs(directory: str) -> tuple[str, ...]:
 
 def module_name(path: str | Path) -> str:
     """Dotted module name of a file, from the packages (dirs with __init__.py) that enclose it."""
-    p = os.path.abspath(path)
+    return _module_name(os.path.abspath(path))  # absolute: the cache must not outlive a chdir
+
+
+@lru_cache(maxsize=16384)
+def _module_name(p: str) -> str:
     stem = os.path.splitext(os.path.basename(p))[0]
     pkgs = _package_dirs(os.path.dirname(p))
     parts = list(pkgs) if stem == "__init__" else [*pkgs, stem]
@@ -43,12 +47,13 @@ class ProjectIndex(CallGraphMixin):
         """`files`: facts per shown path; `paths`: the real path of each file discovered (shown ->
         path), analysed or not, so that a reference can be resolved to a file not yet analysed."""
         self.files = files
-        self.paths = {p: os.path.abspath(p) for p in files}
-        self.paths.update(paths or {})
-        self.shown = {real: shown for shown, real in self.paths.items()}
+        if paths is None or any(p not in paths for p in files):
+            paths = {**{p: os.path.abspath(p) for p in files}, **(paths or {})}
+        self.paths = paths
         # one resolver serves a run's successive indexes: module scans and resolutions are of the
         # files' text, which does not change during a run
         self.resolver = resolver if resolver is not None else Resolver(self.paths.values())
+        self.shown = self.resolver.shown_paths(self.paths)
         #: files a reference led to whose facts are missing or partial: the engine analyses them
         #: in full and rebuilds the index
         self.wanted: set[str] = set()
@@ -64,6 +69,7 @@ class ProjectIndex(CallGraphMixin):
                 self.classes[fqn] = (path, c)
                 self.by_name.setdefault(c["name"], []).append(fqn)
         self._style_cache: dict[str, bool] = {}
+        self._resolved: dict[tuple[str, str], str | None] = {}
         self.style_uses: dict[str, int] = {}
 
     # -- name resolution -----------------------------------------------------------------------
@@ -103,6 +109,12 @@ class ProjectIndex(CallGraphMixin):
 
     def resolve(self, ref: str, from_path: str) -> str | None:
         """Fully qualified name of the project class that `ref` (as imported in from_path) names."""
+        key = (ref, from_path)
+        if key not in self._resolved:
+            self._resolved[key] = self._resolve(ref, from_path)
+        return self._resolved[key]
+
+    def _resolve(self, ref: str, from_path: str) -> str | None:
         located = self.locate(ref, from_path) if ref else None
         if located is not None:
             path, qual = located
@@ -111,6 +123,7 @@ class ProjectIndex(CallGraphMixin):
                 return fqn
             if self.may_be_style(path, qual):
                 self.want(path)  # a style class in a file (or region) not analysed yet
+            return None  # found where Python would find it: no guessing by name
         if not ref or ref.rsplit(".", 1)[-1] not in self.by_name:
             return None  # no project class of that name: the common case, decided in O(1)
         if ref.startswith("."):
@@ -124,7 +137,7 @@ class ProjectIndex(CallGraphMixin):
         if ref in self.classes:
             return ref
         # the same class reached through a different package root (e.g. `src.` prefix): suffix match
-        suffix = [fqn for fqn in self.classes if fqn.endswith("." + ref) or ref.endswith("." + fqn)]
+        suffix = [fqn for fqn in self.by_name.get(ref.rsplit(".", 1)[-1], ()) if fqn.endswith("." + ref) or ref.endswith("." + fqn)]
         if len(suffix) == 1:
             return suffix[0]
         name = ref.rsplit(".", 1)[-1]

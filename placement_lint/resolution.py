@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import os
 import re
-from functools import lru_cache
 from typing import Iterable
 
 #: how many re-exports a reference may pass through (cycles end here too)
 MAX_HOPS = 8
 
 
-@lru_cache(maxsize=8192)
-def _isfile(path: str) -> bool:
-    return os.path.isfile(path)
+class _FileCache:
+    """os.path.isfile answers for one run (a Resolver's lifetime): the tree does not change
+    under a run, but it may between runs of a long-lived process (an editor, the API)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, bool] = {}
+
+    def __call__(self, path: str) -> bool:
+        found = self.known.get(path)
+        if found is None:
+            found = self.known[path] = os.path.isfile(path)
+        return found
 
 
 class ModuleScan:
@@ -168,15 +176,37 @@ class Resolver:
         bases]}, used while a file's stat matches; the scans of this run are left there too."""
         self.stored = stored if stored is not None else {}
         self.stored_changed = False
+        self.isfile = _FileCache()
+        self._roots_of: dict[str, str] = {}
         self.roots: list[str] = []
+        self._shown: tuple[tuple[int, int], dict[str, str]] | None = None
         seen: set[str] = set()
-        for directory in dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in files):
-            root = _package_root_of_dir(directory)
+        for directory in dict.fromkeys(os.path.dirname(p if os.path.isabs(p) else os.path.abspath(p)) for p in files):
+            root = self.package_root_of_dir(directory)
             if root not in seen:
                 seen.add(root)
                 self.roots.append(root)
         self._scans: dict[str, ModuleScan] = {}
         self._memo: dict[tuple[str, str], tuple[str, str] | None] = {}
+
+    def package_root_of_dir(self, d: str) -> str:
+        """The directory above `d`'s package chain (where `import outermost_package` starts)."""
+        if d not in self._roots_of:
+            root = d
+            while self.isfile(os.path.join(root, "__init__.py")):
+                parent = os.path.dirname(root)
+                if parent == root:
+                    break
+                root = parent
+            self._roots_of[d] = root
+        return self._roots_of[d]
+
+    def shown_paths(self, paths: dict[str, str]) -> dict[str, str]:
+        """{real path: shown path}, the inverse of the engine's map, built once per run."""
+        key = (id(paths), len(paths))
+        if self._shown is None or self._shown[0] != key:
+            self._shown = (key, {real: shown for shown, real in paths.items()})
+        return self._shown[1]
 
     def scan(self, path: str) -> ModuleScan:
         if path not in self._scans:
@@ -199,15 +229,14 @@ class Resolver:
         return self._scans[path]
 
     # -- modules --------------------------------------------------------------------------------
-    @staticmethod
-    def module_file(base: str, parts: list[str]) -> str | None:
+    def module_file(self, base: str, parts: list[str]) -> str | None:
         """The file of module `parts` under directory `base`, if there is one."""
         if not parts:
             init = os.path.join(base, "__init__.py")
-            return init if _isfile(init) else None
+            return init if self.isfile(init) else None
         stem = os.path.join(base, *parts)
         for candidate in (stem + ".py", os.path.join(stem, "__init__.py")):
-            if _isfile(candidate):
+            if self.isfile(candidate):
                 return candidate
         return None
 
@@ -217,7 +246,7 @@ class Resolver:
         d = os.path.dirname(os.path.abspath(from_path))
         while True:
             out.append(d)
-            if not _isfile(os.path.join(d, "__init__.py")):
+            if not self.isfile(os.path.join(d, "__init__.py")):
                 break  # the first directory above the package chain: a sys.path root
             parent = os.path.dirname(d)
             if parent == d:
@@ -286,18 +315,3 @@ class Resolver:
             if found is not None:
                 return found
         return None
-
-
-def package_root(path: str) -> str:
-    """The directory above a file's package chain (where `import outermost_package` starts)."""
-    return _package_root_of_dir(os.path.dirname(path))
-
-
-@lru_cache(maxsize=4096)
-def _package_root_of_dir(d: str) -> str:
-    while _isfile(os.path.join(d, "__init__.py")):
-        parent = os.path.dirname(d)
-        if parent == d:
-            break
-        d = parent
-    return d
