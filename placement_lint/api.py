@@ -52,6 +52,11 @@ STYLE_ALIASES = {
     "PrepareFloat8ModuleInput": "PrepareModuleInput",
 }
 STYLE_BASES = {"ParallelStyle", *STYLES, *STYLE_ALIASES}
+#: the layout a torch style's input arrives in by default (`input_layouts`), which a project
+#: subclass inherits: a bare `to_local()` of an input that arrives Shard labels it rightly
+STYLE_DEFAULT_INPUT_LAYOUT = {"ColwiseParallel": "R", "RowwiseParallel": "S"}
+#: the hook methods a style converts its *inputs* in (torch's names, kept by subclasses)
+STYLE_INPUT_HOOKS = ("_prepare_input_fn",)
 
 # --- local_map ---------------------------------------------------------------------------------
 #: positional order of local_map's parameters

@@ -176,23 +176,48 @@ class ProjectIndex(CallGraphMixin):
         self._style_cache[fqn] = result
         return result
 
-    def leak(self, fqn: str, _seen: frozenset = frozenset()) -> tuple[str, dict[str, Any]] | None:
+    def torch_base(self, fqn: str, _seen: frozenset = frozenset()) -> str | None:
+        """The torch style a project style derives from (`RowwiseParallel` for a subclass of a
+        subclass of it), by its canonical name; None for a direct ParallelStyle."""
+        entry = self.classes.get(fqn)
+        if entry is None or fqn in _seen:
+            return None
+        path, c = entry
+        for base in c.get("bases", ()):
+            target = self.resolve(base, path)
+            if target is not None:
+                found = self.torch_base(target, _seen | {fqn})
+                if found:
+                    return found
+            else:
+                name = base.rsplit(".", 1)[-1]
+                if name in api.STYLES or name in api.STYLE_ALIASES:
+                    return api.STYLE_ALIASES.get(name, name)
+        return None
+
+    def leak(self, fqn: str, _seen: frozenset = frozenset(), _input_layout: str | None = None) -> tuple[str, dict[str, Any]] | None:
         """(path, exit site) of a bare to_local()/full_tensor() in the style's hooks, own or inherited."""
         entry = self.classes.get(fqn)
         if entry is None or fqn in _seen:
             return None
+        if not _seen:
+            _input_layout = api.STYLE_DEFAULT_INPUT_LAYOUT.get(self.torch_base(fqn) or "")
         path, c = entry
         sites = self.files[path]["sites"]
         for i in c.get("bare_exits", ()):
             site = sites[i]
             # only a local tensor the hook hands on (its return value) leaves DTensor for the
             # module's consumers; a side copy stored on the module does not
-            if not site.get("guard") and any(e == "returned" for e in site.get("escapes", ())):
-                return path, site
+            if site.get("guard") or not any(e == "returned" for e in site.get("escapes", ())):
+                continue
+            if (_input_layout == "S" and site.get("placements") is None
+                    and site.get("symbol", "").rsplit(".", 1)[-1] in api.STYLE_INPUT_HOOKS):
+                continue  # an input that arrives Shard (the torch base's default): Shard is its right label
+            return path, site
         for base in c.get("bases", ()):
             target = self.resolve(base, path)
             if target:
-                found = self.leak(target, _seen | {fqn})
+                found = self.leak(target, _seen | {fqn}, _input_layout)
                 if found:
                     return found
         return None

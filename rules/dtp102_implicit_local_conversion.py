@@ -49,7 +49,10 @@ class ImplicitLocalConversion(Rule):
     Confidence
         medium: an explicit `use_local_output=True` with a Replicate/Partial (or unknown) layout,
         or a project style whose hook leaves DTensor bare. low: the flag is on only by default
-        (e.g. `RowwiseParallel()`, whose Replicate output is usually consumed by replicated code).
+        (e.g. `RowwiseParallel()`, whose Replicate output is usually consumed by replicated code),
+        also for a project subclass of a torch style applied without `use_local_output=True`. A
+        subclass's input hook converting an input that arrives Shard by its base's default
+        (`RowwiseParallel`) is not a leak: Shard is the right label.
     """
 
     CODE = "DTP102"
@@ -172,6 +175,26 @@ class ImplicitLocalConversion(Rule):
             """,
             "a side copy kept on the module is not what the hook hands on",
         ),
+        Example(
+            """
+            from torch.distributed.tensor import DTensor
+            from torch.distributed.tensor.parallel import RowwiseParallel
+
+            class KernelRowwise(RowwiseParallel):
+                @staticmethod
+                def _prepare_input_fn(input_layouts, desired_input_layouts, mod, inputs, device_mesh):
+                    x = inputs[0]
+                    return x.to_local() if isinstance(x, DTensor) else x
+
+                @staticmethod
+                def _prepare_output_fn(output_layouts, use_local_output, mod, outputs, device_mesh):
+                    return outputs.to_local() if use_local_output else outputs
+
+            plan = {"out_proj": KernelRowwise()}
+            """,
+            "a RowwiseParallel subclass: its input arrives Shard (Shard is the right label), and its "
+            "output converts as RowwiseParallel's does, on only by default (low, as for the torch style)",
+        ),
     ]
 
     def check(self, ctx: FileContext):
@@ -251,4 +274,9 @@ class ImplicitLocalConversion(Rule):
         )
         related = [Related(hook_path, line, f"bare {hook_site['api']}() in {hook_site.get('symbol', 'the hook')}")]
         confidence = Confidence.LOW if _parameter_free(site) else Confidence.MEDIUM
+        base = index.torch_base(fqn)
+        if base is not None and site.get("flags", {}).get("use_local_output") is not True:
+            # a subclass of a torch style converting as its base does, the flag on only by
+            # default: the same policy as for the torch style itself (`RowwiseParallel()`)
+            confidence = Confidence.LOW
         return self.finding(ctx, site, message, confidence, related=related)

@@ -39,6 +39,22 @@ def run(args, cwd):
     return res
 
 
+#: torchtitan's NoParallel shape: the output hook returns a bare to_local()
+LEAKY_NO_PARALLEL = textwrap.dedent(
+    """
+        from torch.distributed.tensor.parallel import ParallelStyle
+
+        class NoParallel(ParallelStyle):
+            def __init__(self, *, use_local_output=True):
+                self.use_local_output = use_local_output
+
+            @staticmethod
+            def _prepare_output_fn(use_local_output, mod, outputs, device_mesh):
+                return outputs.to_local() if use_local_output else outputs
+    """
+)
+
+
 def write(tmp_path, files):
     for name, src in files.items():
         p = tmp_path / name
@@ -196,19 +212,7 @@ def test_only_changed_reports_findings_on_changed_lines_only(tmp_path):
 def test_project_style_resolved_through_an_absolute_import_of_a_package_reexport(tmp_path):
     """torchtitan-style: `from pkg.distributed import NoParallel`, the class defined in a submodule
     and re-exported by the package; another class of the same name lives elsewhere."""
-    style = textwrap.dedent(
-        """
-        from torch.distributed.tensor.parallel import ParallelStyle
-
-        class NoParallel(ParallelStyle):
-            def __init__(self, *, use_local_output=True):
-                self.use_local_output = use_local_output
-
-            @staticmethod
-            def _prepare_output_fn(use_local_output, mod, outputs, device_mesh):
-                return outputs.to_local() if use_local_output else outputs
-        """
-    )
+    style = LEAKY_NO_PARALLEL
     write(
         tmp_path,
         {
@@ -296,17 +300,7 @@ def test_torch_named_project_package_is_not_torch(tmp_path):
     and the hook no longer says that no place where it is applied was found."""
     write(tmp_path, {
         "torchtitan/__init__.py": "",
-        "torchtitan/distributed/__init__.py": textwrap.dedent("""
-            from torch.distributed.tensor.parallel import ParallelStyle
-
-            class NoParallel(ParallelStyle):
-                def __init__(self, *, use_local_output=True):
-                    self.use_local_output = use_local_output
-
-                @staticmethod
-                def _prepare_output_fn(use_local_output, mod, outputs, device_mesh):
-                    return outputs.to_local() if use_local_output else outputs
-            """),
+        "torchtitan/distributed/__init__.py": LEAKY_NO_PARALLEL,
         "torchtitan/models/__init__.py": "",
         "torchtitan/models/llama4/__init__.py": "",
         "torchtitan/models/llama4/parallelize.py": textwrap.dedent("""
