@@ -140,7 +140,12 @@ class ScanStore:
     file's mtime and size are unchanged), so a warm run reads no module to resolve a name."""
 
     def __init__(self, directory: Path, salt: bytes):
-        self.path = Path(directory) / f"scans-{hashlib.blake2b(salt, digest_size=6).hexdigest()}.json"
+        # the scanner's own code is part of the key: an edited resolution.py never reads old scans
+        try:
+            code = (Path(__file__).resolve().parent / "resolution.py").read_bytes()
+        except OSError:
+            code = b""
+        self.path = Path(directory) / f"scans-{hashlib.blake2b(salt + code, digest_size=6).hexdigest()}.json"
         try:
             with open(self.path, "rb") as fh:
                 data = json.loads(fh.read())

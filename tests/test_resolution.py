@@ -110,3 +110,33 @@ def test_scan_reads_the_top_level_only_and_skips_strings(tmp_path):
     assert s.imports == {"One": "real.One", "Deux": "real.Two", "ab": "a.b", "c": "c"}
     assert s.defs == {"Style", "f", "X"}
     assert s.bases == {"Style": ["Base"]}
+
+
+def test_scans_are_kept_between_runs_and_dropped_when_a_file_changes(tmp_path):
+    """A warm run reads no module to resolve a name (the scan store serves it while the file's
+    stat is unchanged), and an edited module is scanned again."""
+    from placement_lint.cache import ScanStore
+
+    tree(tmp_path, {"p/__init__.py": "from .impl import A\n", "p/impl.py": "class A:\n    pass\n", "p/u.py": ""})
+    store = ScanStore(tmp_path / "cache", b"salt")
+    first = Resolver([str(tmp_path / "p/u.py")], store.entries)
+    assert first.resolve("p.A", str(tmp_path / "p/u.py"))[1] == "A"
+    assert first.stored_changed
+    store.save()
+
+    again = ScanStore(tmp_path / "cache", b"salt")
+    assert set(again.entries) == {str(tmp_path / "p/__init__.py"), str(tmp_path / "p/impl.py")}
+    import placement_lint.resolution as resolution
+
+    real, calls = resolution.scan_module, []
+    resolution.scan_module = lambda path: calls.append(path) or real(path)
+    try:
+        warm = Resolver([str(tmp_path / "p/u.py")], again.entries)
+        assert warm.resolve("p.A", str(tmp_path / "p/u.py"))[1] == "A" and calls == []
+        (tmp_path / "p/__init__.py").write_text("from .impl import A as B\n")
+        os.utime(tmp_path / "p/__init__.py", ns=(1, 1))
+        edited = Resolver([str(tmp_path / "p/u.py")], again.entries)
+        assert edited.resolve("p.B", str(tmp_path / "p/u.py"))[1] == "A"
+        assert calls == [str(tmp_path / "p/__init__.py")]
+    finally:
+        resolution.scan_module = real
