@@ -152,13 +152,13 @@ class SitesMixin:
         from a function argument or from self), materialised outside that module's forward."""
         recv = node.func.value if isinstance(node.func, cst.Attribute) else None
         name = dotted(recv) if recv is not None else None
-        if not name or name.count(".") < 2 and not (name.count(".") == 1 and not name.startswith(("self.", "cls."))):
+        if not name or "." not in name:
             return False
         root = name.split(".", 1)[0]
         if root in ("self", "cls"):
-            return name.count(".") >= 2
+            return name.count(".") >= 2  # self.lm_head.weight: a submodule's, not this module's
         v = scope.lookup(root)
-        return v is not None and bool(v.ptaint)  # rooted at an argument of this function
+        return v is not None and bool(v.ptaint)  # model.lm_head.weight, model an argument
 
     def apply_styles(self, v: V, entry: cst.CSTNode, scope: Scope) -> None:
         """A style instance made elsewhere (a variable, a helper's result) lands at a plan entry:
