@@ -6,15 +6,30 @@ from __future__ import annotations
 
 from typing import Any
 
-import re
-
 from placement_lint import api, prefilter
 from placement_lint.suppression import scan
 
 #: bump when the shape or meaning of facts changes: part of every cache key
 FACTS_VERSION = 3
 
-_DP_CONTEXT = re.compile(r"\b(?:" + "|".join(re.escape(t) for t in api.DATA_PARALLEL_CONTEXT) + r")\b")
+
+
+def _word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def data_parallel_context(text: str) -> bool:
+    """Whether the file names a data-parallel wrapper or mesh (api.DATA_PARALLEL_CONTEXT) as a
+    whole word. str.find per token (C speed) rather than one regex over the whole file: this
+    runs for every file analysed."""
+    for token in api.DATA_PARALLEL_CONTEXT:
+        i = text.find(token)
+        while i != -1:
+            end = i + len(token)
+            if (i == 0 or not _word_char(text[i - 1])) and (end == len(text) or not _word_char(text[end])):
+                return True
+            i = text.find(token, end)
+    return False
 
 EMPTY: dict[str, Any] = {"sites": [], "classes": [], "suppressions": {}, "parsed": False, "mode": "full", "error": None}
 
@@ -82,7 +97,7 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
     positions = {"full": "all", "positions": "sites"}.get(mode_base, "none")
     result = analyze_blocks(blocks, positions=positions)
     result["suppressions"] = scan(text)
-    result["dp_context"] = bool(_DP_CONTEXT.search(text))
+    result["dp_context"] = data_parallel_context(text)
     result["parsed"] = True
     result["mode"] = mode
     result["error"] = None
