@@ -76,16 +76,16 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
     import libcst as cst
 
     from placement_lint.analyzer import analyze_blocks
-    from placement_lint.regions import select_blocks
+    from placement_lint.regions import all_blocks, select_blocks
 
     blocks = None
-    if not force:
-        try:
-            # each relevant top-level block parsed on its own: positions are then computed only
-            # for the blocks that hold a site, never by code-generating the whole module
-            blocks = [(start, cst.parse_module(src), members) for start, src, members in select_blocks(text, skip_test_rank)]
-        except cst.ParserSyntaxError:
-            blocks = None  # a split inside a string or bracket: parse the real text
+    try:
+        # each (relevant) top-level block parsed on its own: positions are then computed only for
+        # the blocks that hold a site, never by code-generating the whole module
+        pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank)
+        blocks = [(start, cst.parse_module(src), members) for start, src, members in pieces]
+    except (cst.ParserSyntaxError, RecursionError, MemoryError):
+        blocks = None  # a split inside a string or bracket (or pathological nesting): parse the real text
     try:
         if blocks is None:
             blocks = [(1, cst.parse_module(text), None)]

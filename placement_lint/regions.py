@@ -237,6 +237,41 @@ def select_blocks(text: str, skip_test_rank: bool = False) -> list[tuple[int, st
     ]
 
 
+def all_blocks(text: str) -> list[tuple[int, str, list[tuple[int, int]] | None]]:
+    """Every top-level statement as its own block, in select_blocks' form (1-based start line,
+    text, a class's members): the whole file, parsed in pieces so that positions need
+    code-generating only the blocks, and in a class only the methods, that hold a site (a large
+    test utility applying a style in one method is not generated whole)."""
+    lines = split_lines(text)
+    in_string = _string_lines(text)
+    out = []
+    for s, e in _blocks(lines, 0, 0, len(lines), in_string):
+        members = None
+        if _first_code_line(lines, s, e).startswith("class"):
+            members = _members(lines, s, e, in_string)
+        out.append((s + 1, "".join(lines[s:e]), members))
+    return out
+
+
+def _members(lines: list[str], s: int, e: int, in_string: set[int]) -> list[tuple[int, int]] | None:
+    """(0-based first code line, indent) of every member of the class at lines [s, e)."""
+    header = _header_end(lines, s, e)
+    if header < 0:
+        return None
+    indent = next(
+        (len(ln) - len(ln.lstrip(" \t")) for ln in lines[header + 1 : e] if ln.strip() and not ln.lstrip().startswith("#")),
+        None,
+    )
+    if not indent:
+        return None  # a one-line class body
+    out = []
+    for ms, me in _blocks(lines, indent, header + 1, e, in_string):
+        first = next((i for i in range(ms, me) if lines[i].strip() and not lines[i].lstrip().startswith("#")), None)
+        if first is not None:
+            out.append((first, indent))
+    return out
+
+
 def _first_code_line(lines: list[str], s: int, e: int) -> str:
     """The first line of [s, e) that is neither blank, a comment nor a decorator, stripped."""
     return next((ln.lstrip() for ln in lines[s:e] if ln.strip() and not ln.lstrip().startswith(("#", "@"))), "")

@@ -702,3 +702,25 @@ def test_pooled_cold_run_fills_cache_and_manifest_for_warm_and_partly_warm_runs(
     fresh = canonical(run_lint(gen_tree, monkeypatch, jobs=1, use_cache=False, min_confidence=min_confidence))
     assert partly == fresh != cold
     assert executors.created >= 1  # the two edited files were read by the pool's workers
+
+
+def test_full_mode_parsed_in_pieces_positions_like_the_whole_module():
+    """Facts mode "full" parses each top-level statement on its own and positions only the
+    blocks (and methods) holding a site: every site's position, evidence line and argument
+    position must equal those of one parse of the whole module."""
+    import libcst as cst
+
+    from placement_lint.analyzer import analyze_blocks
+    from placement_lint.facts import file_facts
+
+    def key(facts):
+        return [(s["kind"], s.get("pos"), s.get("meets_lines"), s.get("escapes_lines"), s.get("at")) for s in facts["sites"]]
+
+    checked = 0
+    for path in sorted(FIXTURES.rglob("*.py")):
+        data = path.read_bytes()
+        pieces = file_facts(data, "full")
+        whole = analyze_blocks([(1, cst.parse_module(data.decode()), None)], positions="all")
+        assert key(pieces) == key(whole), path
+        checked += bool(pieces["sites"])
+    assert checked >= 40
