@@ -83,10 +83,15 @@ _STRINGS = re.compile(
 def _string_lines(text: str) -> set[int]:
     """0-based numbers of the lines that start inside a triple-quoted string (not statements)."""
     inside: set[int] = set()
+    line = pos = 0  # newlines counted up to pos (incrementally: one pass over the text)
     for m in _STRINGS.finditer(text):
-        if m.group(0)[0] != "#" and "\n" in m.group(0):  # triple-quoted, or a backslash-continued one
-            first = text.count("\n", 0, m.start())
-            inside.update(range(first + 1, first + m.group(0).count("\n") + 1))
+        s, e = m.span()
+        # a comment, or a string on one line: no substring is made for the many that are
+        if text[s] == "#" or text.find("\n", s, e) == -1:
+            continue
+        line += text.count("\n", pos, s)  # triple-quoted, or a backslash-continued one
+        pos = s
+        inside.update(range(line + 1, line + text.count("\n", s, e) + 1))
     return inside
 
 

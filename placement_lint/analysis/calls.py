@@ -250,7 +250,8 @@ class CallsMixin:
             self.meet(operands, node)
             return combine(operands)
         if any(s in method for s in api.RANKDEP_CALL_SUBSTRINGS):
-            self.record_call(node, scope, [*enumerate(args), *kwargs.items()])
+            if any(v.exits or v.ptaint for v in (*args, *kwargs.values())):
+                self.record_call(node, scope, [*enumerate(args), *kwargs.items()])
             return dataclasses.replace(combine([*args, *kwargs.values()]), rankdep="all-to-all / token dispatch output")
         res = self.unknown_call(node, scope, args, kwargs, key)
         # a method of a value the analyzer cannot see into: the result derives from the receiver
@@ -270,7 +271,8 @@ class CallsMixin:
         if name in api.OBSERVER_CALLS or name.startswith("assert"):
             return UNKNOWN
         # where the values go, whatever the callee's name says: the index follows project functions
-        self.record_call(node, scope, [*enumerate(args), *kwargs.items()])
+        if any(v.exits or v.ptaint for v in operands):
+            self.record_call(node, scope, [*enumerate(args), *kwargs.items()])
         if name.endswith(api.SYNCED_CALL_SUBSTRINGS) or (
             name == "apply" and any(s in callee.lower().replace("_", "") for s in (m.replace("_", "") for m in api.SYNCED_FUNCTION_CLASS_SUBSTRINGS))
         ):

@@ -355,10 +355,12 @@ class StatementsMixin:
             for stmt in body:
                 if isinstance(stmt, cst.SimpleStatementLine):
                     for small in stmt.body:
-                        if isinstance(small, cst.Assign) and from_rank(small.value):
-                            for t in small.targets:
-                                for name in targets(t.target):
-                                    info.attrs.setdefault(name, V(kind="int", rank="call"))
+                        if not isinstance(small, cst.Assign):
+                            continue
+                        names = [n for t in small.targets for n in targets(t.target)]
+                        if names and from_rank(small.value):  # `self.` targets first: cheap
+                            for name in names:
+                                info.attrs.setdefault(name, V(kind="int", rank="call"))
                 elif isinstance(stmt, (cst.If, cst.For, cst.While, cst.With, cst.Try)):
                     walk(stmt.body.body)
 
