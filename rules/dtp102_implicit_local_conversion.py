@@ -24,8 +24,8 @@ class ImplicitLocalConversion(Rule):
         pointing at the hook. The style is found as Python would import it: through package
         `__init__` re-exports, relative imports, `import pkg.sub as d`, src/ layouts and packages
         named `torch*` (torchtitan, torchtune); through subclasses defined in other modules; and
-        through instances built by a helper function or kept in a variable or dict before they
-        reach the plan.
+        through instances built by a helper function or kept in a variable or dict, and classes
+        picked from a registry dict (`STYLES[kind]()`), before they reach the plan.
 
     Why it breaks the gradient
         A style's forward hook that returns `outputs.to_local()` is the same bug as a bare
@@ -113,20 +113,23 @@ class ImplicitLocalConversion(Rule):
                     import torchfoo.distributed as tdist
 
                     STYLES = {"replicated": tdist.NoParallel()}
+                    STYLE_CLASSES = {"replicated": tdist.NoParallel}
 
                     def router_style():
                         return tdist.NoParallel()
 
-                    def apply(model, mesh):
+                    def apply(model, mesh, kind="replicated"):
                         style = tdist.NoParallel()
                         plan = {"moe.router.gate": router_style()}  # expect: DTP102 medium
                         plan["moe.shared_gate"] = style  # expect: DTP102 medium
                         plan["moe.expert_bias"] = STYLES["replicated"]  # expect: DTP102 medium
+                        plan["moe.score_gate"] = STYLE_CLASSES[kind]()  # expect: DTP102 medium
                         parallelize_module(model, mesh, plan)
                     """,
             },
             "a package named torch*: re-exported through __init__, reached by `import ... as`, built by a "
-            "helper, stored in a variable or a dict before it lands at a plan entry",
+            "helper, stored in a variable or a dict, or picked from a registry of classes, before it lands at "
+            "a plan entry",
         ),
     ]
     VALID = [
@@ -264,9 +267,11 @@ class ImplicitLocalConversion(Rule):
             return None
         hook_path, hook_site = leak
         where = f" to `{site['plan_key']}`" if site.get("plan_key") else ""
+        style = fqn.rsplit(".", 1)[-1]
+        how = f" (built by `{site['name']}()`)" if site.get("via_call") and site["name"] != style else ""
         line = hook_site["pos"][0] if hook_site.get("pos") else 0  # positioned in the engine's last pass
         message = (
-            f"ParallelStyle `{site['name']}` applied{where} leaves DTensor in its hook "
+            f"ParallelStyle `{style}`{how} applied{where} leaves DTensor in its hook "
             f"(`{hook_site.get('symbol', '')}`, {hook_site['api']}() at {hook_path}:{line}) without grad placements: the "
             "module's output gradient is labelled Replicate, so if tokens then meet rank-dependent work (sharded "
             "experts, a rank slice) each rank keeps a partial gradient and its replicated weights drift apart. Use "

@@ -26,8 +26,9 @@ class CallsMixin:
             q = self.qualify(func.value)
             if q is None or not (q.split(".")[0] in self.imports.values() or is_torch_name(q) or q.split(".")[0] in ("F", "nn", "dist", "os")):
                 recv = self.expr(func.value, scope)
-        elif not isinstance(func, cst.Name):
-            self.expr(func, scope)
+        callee_expr = None
+        if not isinstance(func, (cst.Name, cst.Attribute)):
+            callee_expr = self.expr(func, scope)  # `STYLES[kind]()`: a class picked from a registry
         args = [self.expr(a.value, scope) for a in node.args if a.keyword is None]
         kwargs = {a.keyword.value: self.expr(a.value, scope) for a in node.args if a.keyword is not None}
         key = self.api_key(func)
@@ -40,7 +41,20 @@ class CallsMixin:
             operands = [callee_v, *args]
             self.meet(operands, node)
             return combine(operands)
+        if callee_expr is not None and callee_expr.classes:
+            return self.registry_call(node, scope, callee_expr, args, kwargs)
         return self.api_call(key, method, recv, args, kwargs, node, scope)
+
+    def registry_call(self, node: cst.Call, scope: Scope, callee: V, args: list[V], kwargs: dict[str, V]) -> V:
+        """An instance of one of the project classes a registry holds: each may be a style."""
+        flags = {k: self.literal_bool(a.value) for a in node.args if (k := a.keyword and a.keyword.value) and k.startswith("use_local")}
+        in_plan = self._plan_key is not None and self._plan_elem is not None
+        styles = frozenset(
+            self.add_site(self._plan_elem if in_plan else node, scope, "style_candidate", ref=ref, name=ref.rsplit(".", 1)[-1],
+                          plan_key=self._plan_key, flags=flags, local_class=False, via_registry=True)
+            for ref in sorted(callee.classes)
+        )
+        return dataclasses.replace(combine([*args, *kwargs.values()], kind="unknown"), styles=styles)
 
     def api_call(self, key: str | None, method: str | None, recv: V | None, args: list[V], kwargs: dict[str, V],
                  node: cst.Call, scope: Scope, partial_of: bool = False) -> V:

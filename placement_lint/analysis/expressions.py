@@ -9,7 +9,7 @@ import libcst as cst
 from placement_lint import api
 from placement_lint.analysis.scopes import Scope
 from placement_lint.analysis.syntax import dotted, is_int_name, is_self
-from placement_lint.analysis.values import ANY, NONE, UNKNOWN, V, combine, join
+from placement_lint.analysis.values import ANY, NONE, UNKNOWN, V, combine, is_torch_name, join
 
 
 class ExpressionsMixin:
@@ -74,6 +74,7 @@ class ExpressionsMixin:
                      rank="", rankdep="")
         if isinstance(node, cst.Dict):
             styles: frozenset = frozenset()  # style instances kept in the dict (`STYLES["gate"]` later)
+            classes: set[str] = set()  # project classes kept in the dict (`STYLES[kind]()` later)
             for el in node.elements:
                 if isinstance(el, cst.DictElement):
                     key = el.key
@@ -87,9 +88,12 @@ class ExpressionsMixin:
                         self.apply_styles(v, el, scope)
                     self._plan_key, self._plan_elem = prev, prev_elem
                     styles |= v.styles
+                    ref = self.class_ref(el.value, scope)
+                    if ref:
+                        classes.add(ref)
                 else:
                     self.expr(el.value, scope)
-            return V(kind="dict", styles=styles)
+            return V(kind="dict", styles=styles, classes=frozenset(classes))
         if isinstance(node, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
             inner = Scope(scope.symbol, scope, scope.cls, scope.guard)
             comp = node.for_in
@@ -133,6 +137,20 @@ class ExpressionsMixin:
         if isinstance(node, cst.StarredElement):
             return self.expr(node.value, scope)
         return UNKNOWN
+
+    def class_ref(self, node: cst.BaseExpression, scope: Scope) -> str | None:
+        """The import-qualified name of a class written as a value (`NoParallel`, `pp.Style`):
+        capitalised, not torch's, not a local variable."""
+        if not isinstance(node, (cst.Name, cst.Attribute)):
+            return None
+        q = self.qualify(node)
+        if not q or not q.rsplit(".", 1)[-1][:1].isupper() or is_torch_name(q) or q.split(".", 1)[0] in api.NOT_PROJECT_ROOTS:
+            return None
+        if isinstance(node, cst.Name):
+            bound = scope.lookup(node.value)
+            if bound is not None and bound.kind != "class":
+                return None  # a variable, not a class
+        return q
 
     def attribute(self, node: cst.Attribute, scope: Scope) -> V:
         attr = node.attr.value
@@ -219,7 +237,7 @@ class ExpressionsMixin:
         if base.kind in ("meta", "str", "dict"):
             if base.kind == "meta":
                 return V(kind="int", rank=idx.rank)
-            return V(nograd=base.nograd, styles=base.styles)
+            return V(nograd=base.nograd, styles=base.styles, classes=base.classes)
         if base.kind == "list" or base.kind == "tuple":
             if base.elems and isinstance(node.slice[0].slice, cst.Index):
                 s = node.slice[0].slice.value

@@ -46,6 +46,7 @@ class V:
     # analyzer's parameter slots): what the function does to them is its summary for callers
     ptaint: frozenset = frozenset()
     styles: frozenset = frozenset()  # style_candidate sites this value is an instance of
+    classes: frozenset = frozenset()  # refs of project classes this value may be (a registry's values)
 
     def field(self, name: str) -> "V | None":
         for k, v in self.fields:
@@ -69,6 +70,7 @@ def join(a: V, b: V) -> V:
         exits=a.exits | b.exits,
         ptaint=a.ptaint | b.ptaint,
         styles=a.styles | b.styles,
+        classes=a.classes | b.classes,
         rank=a.rank or b.rank,
         rankdep=a.rankdep or b.rankdep,
         elems=a.elems if a.elems == b.elems else (),
