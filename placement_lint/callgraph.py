@@ -62,6 +62,13 @@ class CallGraphMixin:
                 found = self.method(bpath, bc["qualname"], name, _seen | {fqn})
                 if found is not None:
                     return found
+                continue
+            located = self.locate(base, path)
+            if located is not None:  # a project base class whose file (or region) is not analysed
+                bpath, bqual = located
+                if (bpath, f"{bqual}.{name}") in self.functions:
+                    return bpath, f"{bqual}.{name}", self.functions[(bpath, f"{bqual}.{name}")]
+                self.want(bpath)
         return None
 
     def target(self, call: dict[str, Any], from_path: str) -> tuple[str, str, dict[str, Any], int] | None:
@@ -99,15 +106,16 @@ class CallGraphMixin:
             lines = slot.get("lines") or {}
             if slot.get("meets"):
                 return slot["meets"][0], path, (lines.get("meets") or [0])[0], sym
-            if isinstance(call["arg"], int):
-                # the local tensor of another parameter, which this call passes a Shard DTensor to
-                shift = index - call["arg"]  # parameter index - argument position
-                for j, k in enumerate(slot.get("meets_local_of", ())):
-                    if k - shift in call.get("shard_args", ()):
-                        where = lines.get("meets_local_of") or [0]
-                        name = info["params"][k]
-                        return (f"meets the local shard of the Shard DTensor passed as `{name}`", path,
-                                where[min(j, len(where) - 1)], sym)
+            # the local tensor of another parameter, which this call passes a Shard DTensor to (by
+            # position, or by keyword)
+            shard = call.get("shard_args", ())
+            instance = 1 if info.get("method") and call["ref"].startswith("self.") else 0
+            for j, k in enumerate(slot.get("meets_local_of", ())):
+                name = info["params"][k]
+                if name in shard or (k - instance) in shard:
+                    where = lines.get("meets_local_of") or [0]
+                    return (f"meets the local shard of the Shard DTensor passed as `{name}`", path,
+                            where[min(j, len(where) - 1)], sym)
             if slot.get("calls"):
                 deeper = self.call_evidence(slot["calls"], path, depth + 1, _seen | {key})
                 if deeper is not None:
