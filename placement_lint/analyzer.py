@@ -49,6 +49,7 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
         self.local_functions: set[str] = set()
         self._plan_key: str | None = None
         self._plan_elem: cst.CSTNode | None = None  # the plan dict entry being evaluated
+        self.rank_fields: frozenset = frozenset()
         # per-function summaries (analysis/summaries.py): parameter slots and where they went
         self.functions: dict[str, dict[str, Any]] = {}
         self.slots: list[dict[str, Any]] = []
@@ -112,8 +113,12 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
                         self.import_stmt(small)
 
 
-def analyze_blocks(blocks: Sequence[tuple[int, cst.Module, list | None]], positions: str = "none") -> dict[str, Any]:
+def analyze_blocks(blocks: Sequence[tuple[int, cst.Module, list | None]], positions: str = "none",
+                   rank_fields: frozenset = frozenset()) -> dict[str, Any]:
+    """Facts of a file's parsed blocks. `rank_fields`: names the file assigns from a rank API
+    (`tp_rank=mesh.get_local_rank()` as a keyword or an assignment; see facts.rank_fields)."""
     a = FileAnalyzer(blocks)
+    a.rank_fields = rank_fields
     a.run()
     return a.facts(positions)
 

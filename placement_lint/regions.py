@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from placement_lint.api import TEST_FUNCTION_PREFIXES
+from placement_lint.api import RANK_FUNCTIONS, RANK_METHODS, RANK_METHODS_WITH_ARGS, TEST_FUNCTION_PREFIXES
 from placement_lint.prefilter import RANK_TOKENS, STRONG_TOKENS
 
 _STRONG = re.compile("|".join(re.escape(t) for t in STRONG_TOKENS))
@@ -172,6 +172,27 @@ class _Relevance:
         return out
 
 
+_RANK_CALL = re.compile(r"\b(?:" + "|".join(sorted(RANK_FUNCTIONS | RANK_METHODS | RANK_METHODS_WITH_ARGS)) + r")\s*\(")
+#: `name = <expression ending where the rank call starts>` on the same line
+_FIELD_BEFORE = re.compile(r"\b([A-Za-z_]\w*)\s*(?::[^=\n]*)?=\s*[\w.\[\]\"' ]*$")
+
+
+def rank_fields(text: str) -> frozenset:
+    """Names the file assigns straight from a rank call, as a keyword argument or an assignment
+    (`ParallelInfo(tp_rank=tp_mesh.get_local_rank())`, `self.ep_rank = dist.get_rank(g)`): an
+    attribute read by that name elsewhere in the file holds a rank. Read off the text around each
+    rank call (few per file), so no tree walk is needed."""
+    out: set[str] = set()
+    if "rank" not in text and "coordinate" not in text:
+        return frozenset()  # no rank call can be there (memmem, before any regex)
+    for m in _RANK_CALL.finditer(text):
+        start = text.rfind("\n", 0, m.start()) + 1
+        before = _FIELD_BEFORE.search(text, start, m.start())
+        if before is not None:
+            out.add(before.group(1))
+    return frozenset(out)
+
+
 def split_lines(text: str) -> list[str]:
     # split on "\n" only: str.splitlines also splits on form feeds and other characters that
     # Python source does not treat as line breaks, which would shift every later line
@@ -179,7 +200,8 @@ def split_lines(text: str) -> list[str]:
     return [ln + "\n" for ln in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
 
-def select_blocks(text: str, skip_test_rank: bool = False) -> list[tuple[int, str, list[tuple[int, int]] | None]]:
+def select_blocks(text: str, skip_test_rank: bool = False,
+                  fields: frozenset | None = None) -> list[tuple[int, str, list[tuple[int, int]] | None]]:
     """The top-level blocks that can hold a finding, each as (1-based start line, its text, its
     kept class members), with the irrelevant methods of a kept class blanked line for line. Every
     block is a whole top-level statement (with its decorators and leading comments), so it parses
@@ -198,7 +220,10 @@ def select_blocks(text: str, skip_test_rank: bool = False) -> list[tuple[int, st
     top = _blocks(lines, 0, 0, len(lines), in_string)
     chunks = ["".join(lines[s:e]) for s, e in top]
     carried = [_carriers(c, attrs=False) for c in chunks]
-    relevant = _Relevance([n for sc, _ in carried for n in sc], [n for _, rc in carried for n in rc])
+    if fields is None:
+        fields = rank_fields(text)
+    # names the file fills from a rank API (`tp_rank=mesh.get_local_rank()`) carry a rank too
+    relevant = _Relevance([n for sc, _ in carried for n in sc], [n for _, rc in carried for n in rc] + sorted(fields))
     skip = None
     if skip_test_rank and not _STRONG.search(text) and not ("from_local" in text and _FROM_LOCAL_ALIAS.search(text)):
         # nn.Parameter values are the one receiver that makes a test-code rank slice high: where the
@@ -228,7 +253,7 @@ def select_blocks(text: str, skip_test_rank: bool = False) -> list[tuple[int, st
             if members is not None:
                 members_of[s] = members
     if skip is not None and skip.skipped and not _parses(lines, skip.skipped):
-        return select_blocks(text)
+        return select_blocks(text, fields=fields)
     return [
         (
             s + 1,

@@ -47,7 +47,8 @@ class ManualRankSlice(Rule):
         high: the sliced tensor is a parameter or a DTensor. medium: the rank comes from a rank
         API (`get_rank(group)`, `get_group_rank`, `group.rank()`, `mesh.get_local_rank(dim)`,
         `mesh.get_coordinate()[d]`, `mesh._sym_get_coordinate(d)`, `RANK`/`LOCAL_RANK`, or a value
-        or `self.` attribute derived from one in any method, through unpacking and arithmetic).
+        or `self.` attribute derived from one in any method, through unpacking and arithmetic, or
+        a field the file fills from one: `ParallelInfo(ep_rank=mesh.get_local_rank("ep"))`).
         low: the index is only named like a rank (`rank`, `tp_rank` parameters), or a cp/dp/sp
         rank slices a tensor the code says nothing about (model inputs: an intended data split).
         Names lower the confidence only there: a parameter or DTensor keeps it high whatever the
@@ -102,6 +103,8 @@ class ManualRankSlice(Rule):
         ),
         Example(
             """
+            import dataclasses
+
             import torch.distributed as dist
             from torch import nn
 
@@ -124,8 +127,24 @@ class ManualRankSlice(Rule):
 
                 def forward(self, h, n):
                     return h.narrow(-1, self.tp_rank * n, n)  # expect: DTP201 medium
+
+            @dataclasses.dataclass
+            class ParallelInfo:
+                ep_size: int
+                ep_rank: int
+
+            def parallel_info(mesh):
+                return ParallelInfo(ep_size=mesh.size(), ep_rank=mesh.get_local_rank("ep"))
+
+            class Experts(nn.Module):
+                def setup(self, mesh):
+                    self.info = parallel_info(mesh)
+
+                def forward(self, h, n):
+                    return h.narrow(0, self.info.ep_rank * n, n)  # expect: DTP201 medium
             """,
-            "a closure capturing the rank, a lambda, and a rank attribute set outside __init__",
+            "a closure capturing the rank, a lambda, a rank attribute set outside __init__, and a field "
+            "a factory fills from a rank API (ParallelDims-style)",
         ),
     ]
     VALID = [

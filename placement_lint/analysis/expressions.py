@@ -178,6 +178,9 @@ class ExpressionsMixin:
         if base.rank and base.kind == "int":
             return base
         low = attr.lower()
+        if attr in self.rank_fields and base.kind in ("unknown", "obj") and not base.exits:
+            # a field this file fills from a rank API (`ParallelInfo(tp_rank=mesh.get_local_rank())`)
+            return V(kind="int", rank="call")
         if low.endswith(api.RANK_NAME_SUFFIXES) and base.kind in ("unknown", "obj"):
             return V(kind="int", rank="name")
         if is_int_name(low) and not base.exits:
