@@ -3,7 +3,6 @@ never decoded, never parsed, and LibCST is never imported for it (TorchFix's tri
 
 from __future__ import annotations
 
-import re
 from typing import Iterable
 
 from placement_lint import api
@@ -38,7 +37,6 @@ RANK_TOKENS: tuple[str, ...] = (
 #: a file that mentions none of these is never parsed
 TRIGGER_TOKENS: tuple[bytes, ...] = tuple(t.encode() for t in (*STRONG_TOKENS, *RANK_TOKENS))
 
-_PATTERN = re.compile(b"|".join(re.escape(t) for t in TRIGGER_TOKENS))
 
 
 #: every trigger token contains one of these: a few memmem scans (C speed) rule out most files
@@ -53,6 +51,8 @@ SCREEN: tuple[bytes, ...] = (
 
 def might_match(data: bytes, extra: Iterable[bytes] = ()) -> bool:
     """True when `data` mentions a trigger token (or one of `extra`, e.g. project style names)."""
-    if any(s in data for s in SCREEN) and _PATTERN.search(data) is not None:
+    # memmem scans (C speed, SIMD) throughout: a few screens rule most files out, then one scan per
+    # token; an alternation regex over the file cost a third more on torch's tree
+    if any(s in data for s in SCREEN) and any(t in data for t in TRIGGER_TOKENS):
         return True
     return any(tok in data for tok in extra)

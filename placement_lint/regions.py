@@ -172,7 +172,8 @@ class _Relevance:
         return out
 
 
-_RANK_CALL = re.compile(r"\b(?:" + "|".join(sorted(RANK_FUNCTIONS | RANK_METHODS | RANK_METHODS_WITH_ARGS)) + r")\s*\(")
+#: how a rank call is spelled: `get_rank(`, `.rank(`, ... (str.find targets: no regex over the file)
+_RANK_CALLS = tuple(sorted(f".{n}(" if n == "rank" else f"{n}(" for n in RANK_FUNCTIONS | RANK_METHODS | RANK_METHODS_WITH_ARGS))
 #: `name = <expression ending where the rank call starts>` on the same line
 _FIELD_BEFORE = re.compile(r"\b([A-Za-z_]\w*)\s*(?::[^=\n]*)?=\s*[\w.\[\]\"' ]*$")
 
@@ -184,12 +185,15 @@ def rank_fields(text: str) -> frozenset:
     rank call (few per file), so no tree walk is needed."""
     out: set[str] = set()
     if "rank" not in text and "coordinate" not in text:
-        return frozenset()  # no rank call can be there (memmem, before any regex)
-    for m in _RANK_CALL.finditer(text):
-        start = text.rfind("\n", 0, m.start()) + 1
-        before = _FIELD_BEFORE.search(text, start, m.start())
-        if before is not None:
-            out.add(before.group(1))
+        return frozenset()  # no rank call can be there
+    for call in _RANK_CALLS:
+        i = text.find(call)
+        while i != -1:
+            at = i + 1 if call[0] == "." else i  # `.rank(`: the expression ends at the dot's receiver
+            before = _FIELD_BEFORE.search(text, text.rfind("\n", 0, i) + 1, at)
+            if before is not None:
+                out.add(before.group(1))
+            i = text.find(call, i + len(call))
     return frozenset(out)
 
 
