@@ -79,11 +79,11 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
     from placement_lint.regions import all_blocks, rank_fields, select_blocks
 
     blocks = None
-    fields = rank_fields(text)
+    keyword_fields, attribute_fields = rank_fields(text)
     try:
         # each (relevant) top-level block parsed on its own: positions are then computed only for
         # the blocks that hold a site, never by code-generating the whole module
-        pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank, fields)
+        pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank, keyword_fields)
         blocks = [(start, cst.parse_module(src), members) for start, src, members in pieces]
     except (cst.ParserSyntaxError, RecursionError, MemoryError):
         blocks = None  # a split inside a string or bracket (or pathological nesting): parse the real text
@@ -96,7 +96,7 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
     except (RecursionError, MemoryError) as exc:  # pathological nesting: report, don't crash
         return {**EMPTY, "parsed": True, "error": {"line": 1, "column": 1, "message": f"could not parse: {type(exc).__name__}"}}
     positions = {"full": "all", "positions": "sites"}.get(mode_base, "none")
-    result = analyze_blocks(blocks, positions=positions, rank_fields=fields)
+    result = analyze_blocks(blocks, positions=positions, rank_fields=keyword_fields | attribute_fields)
     result["suppressions"] = scan(text)
     result["dp_context"] = data_parallel_context(text)
     result["parsed"] = True

@@ -178,23 +178,33 @@ _RANK_CALLS = tuple(sorted(f".{n}(" if n == "rank" else f"{n}(" for n in RANK_FU
 _FIELD_BEFORE = re.compile(r"\b([A-Za-z_]\w*)\s*(?::[^=\n]*)?=\s*[\w.\[\]\"' ]*$")
 
 
-def rank_fields(text: str) -> frozenset:
-    """Names the file assigns straight from a rank call, as a keyword argument or an assignment
-    (`ParallelInfo(tp_rank=tp_mesh.get_local_rank())`, `self.ep_rank = dist.get_rank(g)`): an
-    attribute read by that name elsewhere in the file holds a rank. Read off the text around each
-    rank call (few per file), so no tree walk is needed."""
-    out: set[str] = set()
+def rank_fields(text: str) -> tuple[frozenset, frozenset]:
+    """Fields the file fills straight from a rank call: keyword arguments
+    (`ParallelInfo(tp_rank=tp_mesh.get_local_rank())`) and attributes (`obj.ep_rank =
+    dist.get_rank(g)`); an attribute read by that name elsewhere in the file holds a rank. Plain
+    local names are not fields (their own block already shows the rank call). Read off the text
+    around each rank call (few per file), so no tree walk is needed. Returns (keyword fields,
+    attribute fields): region selection needs only the first (attributes of `self` are carried
+    class by class, see _carriers), the analyzer both."""
+    keywords: set[str] = set()
+    attributes: set[str] = set()
     if "rank" not in text and "coordinate" not in text:
-        return frozenset()  # no rank call can be there
+        return frozenset(), frozenset()  # no rank call can be there
     for call in _RANK_CALLS:
         i = text.find(call)
         while i != -1:
             at = i + 1 if call[0] == "." else i  # `.rank(`: the expression ends at the dot's receiver
             before = _FIELD_BEFORE.search(text, text.rfind("\n", 0, i) + 1, at)
             if before is not None:
-                out.add(before.group(1))
+                j = before.start(1) - 1
+                while j >= 0 and text[j] in " \t\r\n\\":
+                    j -= 1
+                if j >= 0 and text[j] in "(,":
+                    keywords.add(before.group(1))
+                elif j >= 0 and text[j] == ".":
+                    attributes.add(before.group(1))
             i = text.find(call, i + len(call))
-    return frozenset(out)
+    return frozenset(keywords), frozenset(attributes)
 
 
 def split_lines(text: str) -> list[str]:
@@ -225,7 +235,7 @@ def select_blocks(text: str, skip_test_rank: bool = False,
     chunks = ["".join(lines[s:e]) for s, e in top]
     carried = [_carriers(c, attrs=False) for c in chunks]
     if fields is None:
-        fields = rank_fields(text)
+        fields = rank_fields(text)[0]
     # names the file fills from a rank API (`tp_rank=mesh.get_local_rank()`) carry a rank too
     relevant = _Relevance([n for sc, _ in carried for n in sc], [n for _, rc in carried for n in rc] + sorted(fields))
     skip = None
