@@ -66,14 +66,21 @@ class FactsCache:
             gitignore = self.dir / ".gitignore"
             if not gitignore.exists():
                 gitignore.write_text("*\n")
-            import tempfile  # only when writing: a run that hits the cache never needs it
-
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(facts, fh, separators=(",", ":"))
-            os.replace(tmp, self.dir / (self.key(digest, mode) + ".json"))
+            write_json_atomic(self.dir / (self.key(digest, mode) + ".json"), facts)
         except OSError:
             self._ok = False  # read-only checkout: run uncached rather than fail
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write `data` as compact JSON to `path` through a temp file and a rename, so a concurrent
+    reader sees the old file or the new one, never a torn one. Raises OSError."""
+    import tempfile  # only when writing: a run that hits the cache never needs it
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, separators=(",", ":"))
+    os.replace(tmp, path)
 
 
 def digest(data: bytes) -> str:
@@ -124,13 +131,7 @@ class Manifest:
         if not self.changed:
             return
         try:
-            import tempfile
-
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"files": self.files, "late": self.late}, fh, separators=(",", ":"))
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, {"files": self.files, "late": self.late})
         except OSError:
             pass  # read-only checkout: the next run is cold again, not wrong
 
@@ -155,12 +156,6 @@ class ScanStore:
 
     def save(self) -> None:
         try:
-            import tempfile
-
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.entries, fh, separators=(",", ":"))
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, self.entries)
         except OSError:
             pass  # read-only checkout: the next run scans again

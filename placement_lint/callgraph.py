@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from placement_lint.facts import WHOLE_FILE_MODES
 
 #: how many calls deep a local tensor is followed into the project's functions
 MAX_CALL_DEPTH = 5
@@ -53,8 +52,7 @@ class CallGraphMixin:
         entry = self.classes.get(fqn)
         if entry is None or fqn in _seen:
             return None
-        if self.files.get(path, {}).get("mode") not in WHOLE_FILE_MODES:
-            self.want(path)  # the method may sit in a region the first pass dropped
+        self.want(path)  # the method may sit in a region the first pass dropped
         for base in entry[1].get("bases", ()):
             target = self.resolve(base, path)
             if target is not None:

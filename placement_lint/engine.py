@@ -291,6 +291,14 @@ def lint(
         for (p, _, _), f in zip(items, store.facts_for(items)):
             facts[p] = f
 
+    def analyse_late(paths: list[str], mode: str) -> None:
+        """Phases two and two b: files the prefilter may have skipped, analysed whole; the
+        manifest keeps their digests so that a warm run need not read them."""
+        analyse(paths, mode)
+        if manifest is not None:
+            for p in paths:
+                manifest.record_late_digest(p, sources[p].digest)
+
     try:
         if scanned:
             # the workers' facts, and the cache's for the candidates the manifest knew, in file order
@@ -331,23 +339,18 @@ def lint(
                     manifest.changed = True
             late = [p for p in late if facts.get(p, {}).get("mode") != "full"]
             if late:
-                analyse(late, "full")
-                if manifest is not None:
-                    for p in late:
-                        manifest.record_late_digest(p, sources[p].digest)
+                analyse_late(late, "full")
                 index = ProjectIndex(facts, real_paths, resolver)
         # Phase two b: references the index resolved to files (or regions) that were not analysed:
         # a style class reached through re-exports or subclasses, the project function a local
-        # tensor is passed to. Analysed in full, a few rounds (calls several files deep).
+        # tensor is passed to. Analysed whole (positions only if a finding cites them, in phase
+        # three), a few rounds (calls several files deep).
         for _ in range(LATE_ROUNDS):
             index.follow_all()
             late = sorted(p for p in index.wanted if p in sources and facts.get(p, {}).get("mode") not in WHOLE_FILE_MODES)
             if not late:
                 break
-            analyse(late, "whole")
-            if manifest is not None:
-                for p in late:
-                    manifest.record_late_digest(p, sources[p].digest)
+            analyse_late(late, "whole")
             index = ProjectIndex(facts, real_paths, resolver)
         index.count_style_uses()
         if manifest is not None:

@@ -13,7 +13,6 @@ from placement_lint.suppression import scan
 FACTS_VERSION = 3
 
 
-
 def _word_char(c: str) -> bool:
     return c.isalnum() or c == "_"
 
@@ -30,6 +29,7 @@ def data_parallel_context(text: str) -> bool:
                 return True
             i = text.find(token, end)
     return False
+
 
 EMPTY: dict[str, Any] = {"sites": [], "classes": [], "suppressions": {}, "parsed": False, "mode": "full", "error": None}
 

@@ -96,7 +96,7 @@ class ProjectIndex(CallGraphMixin):
             if located is None:
                 continue
             bpath, bqual = located
-            fqn = f"{self.modules.get(bpath) or module_name(bpath)}.{bqual}"
+            fqn = self.class_fqn(bpath, bqual)
             if (fqn in self.classes and self.is_style(fqn)) or self.may_be_style(bpath, bqual, depth + 1):
                 return True
         return False
@@ -118,7 +118,7 @@ class ProjectIndex(CallGraphMixin):
         located = self.locate(ref, from_path) if ref else None
         if located is not None:
             path, qual = located
-            fqn = f"{self.modules.get(path) or module_name(path)}.{qual}"
+            fqn = self.class_fqn(path, qual)
             if fqn in self.classes:
                 return fqn
             if self.may_be_style(path, qual):

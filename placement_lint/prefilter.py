@@ -38,9 +38,8 @@ RANK_TOKENS: tuple[str, ...] = (
 TRIGGER_TOKENS: tuple[bytes, ...] = tuple(t.encode() for t in (*STRONG_TOKENS, *RANK_TOKENS))
 
 
-
-#: every trigger token contains one of these: a few memmem scans (C speed) rule out most files
-#: before the exact (slower) regex runs on the rest
+#: every trigger token contains one of these: a few memmem scans rule out most files before the
+#: scans for each token run on the rest
 #: (tests/test_prefilter.py checks that every token contains one)
 SCREEN: tuple[bytes, ...] = (
     b"_local", b"local_map", b"LocalMap", b"full_tensor", b"Parallel", b"PrepareModule",

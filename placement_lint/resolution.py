@@ -242,16 +242,12 @@ class Resolver:
 
     def bases_for(self, from_path: str) -> list[str]:
         """Directories an absolute import in `from_path` may be resolved from, nearest first."""
-        out = []
         d = os.path.dirname(os.path.abspath(from_path))
-        while True:
+        root = self.package_root_of_dir(d)  # the first directory above the package chain
+        out = [d]
+        while d != root:
+            d = os.path.dirname(d)
             out.append(d)
-            if not self.isfile(os.path.join(d, "__init__.py")):
-                break  # the first directory above the package chain: a sys.path root
-            parent = os.path.dirname(d)
-            if parent == d:
-                break
-            d = parent
         out.extend(r for r in self.roots if r not in out)
         return out
 

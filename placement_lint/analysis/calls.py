@@ -47,12 +47,8 @@ class CallsMixin:
 
     def registry_call(self, node: cst.Call, scope: Scope, callee: V, args: list[V], kwargs: dict[str, V]) -> V:
         """An instance of one of the project classes a registry holds: each may be a style."""
-        flags = {k: self.literal_bool(a.value) for a in node.args if (k := a.keyword and a.keyword.value) and k.startswith("use_local")}
-        in_plan = self._plan_key is not None and self._plan_elem is not None
         styles = frozenset(
-            self.add_site(self._plan_elem if in_plan else node, scope, "style_candidate", ref=ref, name=ref.rsplit(".", 1)[-1],
-                          plan_key=self._plan_key, flags=flags, local_class=False, via_registry=True)
-            for ref in sorted(callee.classes)
+            self.style_candidate(node, scope, ref, ref.rsplit(".", 1)[-1], local_class=False) for ref in sorted(callee.classes)
         )
         return dataclasses.replace(combine([*args, *kwargs.values()], kind="unknown"), styles=styles)
 
@@ -302,14 +298,11 @@ class CallsMixin:
         # a capitalised callee may be a project ParallelStyle, and a helper called at a plan entry
         # may build one (both resolved by the project index)
         styles = frozenset()
-        in_plan = self._plan_key is not None and self._plan_elem is not None
-        if (name[:1].isupper() or in_plan) and isinstance(node.func, (cst.Name, cst.Attribute)):
+        if (name[:1].isupper() or self.in_plan_entry()) and isinstance(node.func, (cst.Name, cst.Attribute)):
             q = self.qualify(node.func) or name
             if not (is_torch_name(q) or q.split(".", 1)[0] in api.NOT_PROJECT_ROOTS) and not is_self(node.func):
-                flags = {k: self.literal_bool(a.value) for a in node.args if (k := a.keyword and a.keyword.value) and k.startswith("use_local")}
-                styles = frozenset([self.add_site(
-                    self._plan_elem if in_plan else node, scope, "style_candidate", ref=q, name=name, plan_key=self._plan_key,
-                    flags=flags, local_class=name in self.local_classes and "." not in (dotted(node.func) or ""),
+                styles = frozenset([self.style_candidate(
+                    node, scope, q, name, local_class=name in self.local_classes and "." not in (dotted(node.func) or ""),
                     via_call=not name[:1].isupper())])
         if any(v.kind in ("placement", "placements") for v in kwargs.values()):
             # a config object built with placement fields: `cfg.act` reads them back later

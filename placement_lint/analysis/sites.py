@@ -160,6 +160,17 @@ class SitesMixin:
         v = scope.lookup(root)
         return v is not None and bool(v.ptaint)  # model.lm_head.weight, model an argument
 
+    def in_plan_entry(self) -> bool:
+        """Whether the expression being evaluated is the value of a plan dict entry."""
+        return self._plan_key is not None and self._plan_elem is not None
+
+    def style_candidate(self, node: cst.Call, scope: Scope, ref: str, name: str, **data: Any) -> int:
+        """A call that may instantiate a project ParallelStyle (the index resolves `ref`): placed at
+        the plan entry being evaluated, where a finding about it belongs, else at the call."""
+        flags = {k: self.literal_bool(a.value) for a in node.args if (k := a.keyword and a.keyword.value) and k.startswith("use_local")}
+        return self.add_site(self._plan_elem if self.in_plan_entry() else node, scope, "style_candidate", ref=ref, name=name,
+                             plan_key=self._plan_key, flags=flags, **data)
+
     def apply_styles(self, v: V, entry: cst.CSTNode, scope: Scope) -> None:
         """A style instance made elsewhere (a variable, a helper's result) lands at a plan entry:
         record the application there, where a finding about it belongs."""
