@@ -68,8 +68,29 @@ def scan_files(items: Sequence[tuple[str, int]], mode: str, cache) -> list[tuple
             facts = file_facts(data, mode)
             if cache is not None:
                 cache.put(digest, mode, facts)
+            if may_define_leaky_style(facts):
+                # phase two will analyse this file in full (it defines a style whose hook leaves
+                # DTensor, and so names it): do it now, in parallel, instead of serially later;
+                # the parent restores the first-pass facts if its index disagrees
+                facts = file_facts(data, "full")
+                if cache is not None:
+                    cache.put(digest, "full", facts)
         out.append((True, digest, facts))
     return out
+
+
+def may_define_leaky_style(facts: dict[str, Any]) -> bool:
+    """Whether a file's first-pass facts hold a torch ParallelStyle subclass whose hook returns a
+    bare local tensor: an over-approximation of ProjectIndex.leaky_styles() within one file (it
+    ignores the input layout a torch base implies, and styles deriving through project bases)."""
+    sites = facts.get("sites", ())
+    for c in facts.get("classes", ()):
+        if c.get("torch_style"):
+            for i in c.get("bare_exits", ()):
+                site = sites[i]
+                if not site.get("guard") and "returned" in site.get("escapes", ()):
+                    return True
+    return False
 
 
 class Source:
@@ -159,13 +180,8 @@ class FactStore:
         """`scan_files` over (path, size) items on the pool, in `mode`, through the cache."""
         from functools import partial
 
-        # import the analysis code before the workers fork, so that they inherit it instead of
-        # each importing LibCST (~0.13 s of CPU apiece); the parent needs it for phases two and
-        # three anyway
-        import libcst  # noqa: F401
-
-        from placement_lint import analyzer, regions  # noqa: F401
-
+        # (the workers import LibCST at their first candidate, in parallel, while the parent,
+        # which hands every later phase to them as well, never imports it: ~0.2 s less serial time)
         # many small batches: the cost is in the candidates, which sizes do not predict
         return self.pool.map_weighted(partial(scan_files, mode=mode, cache=self.cache), items,
                                       [size for _, size in items], per_worker=SCAN_BATCHES_PER_WORKER)
@@ -327,6 +343,7 @@ def lint(
         # static trigger token, and in the first pass the applying code may sit in a dropped region.
         # Now that the index knows the leaky style names, analyse the files that name them in full.
         names = sorted(index.leaky_style_names())
+        named: list[str] = []
         if names:
             recorded = manifest.late if manifest is not None else {}
             if unchanged and recorded.get("names") == names:
@@ -337,10 +354,18 @@ def lint(
                 if manifest is not None:
                     manifest.late = {"names": names, "paths": late}
                     manifest.changed = True
+            named = late
             late = [p for p in late if facts.get(p, {}).get("mode") != "full"]
             if late:
                 analyse_late(late, "full")
                 index = ProjectIndex(facts, real_paths, resolver)
+        # a worker analysed in full a file it took for a leaky style's home (scan_files); where the
+        # index disagrees, the file gets its first-pass facts back, as if nobody had guessed
+        restore = sorted({p for p, f in scanned.items() if f.get("mode") == "full" and may_define_leaky_style(f)}
+                         - set(named))
+        if restore:
+            analyse(restore, skip)
+            index = ProjectIndex(facts, real_paths, resolver)
         # Phase two b: references the index resolved to files (or regions) that were not analysed:
         # a style class reached through re-exports or subclasses, the project function a local
         # tensor is passed to. Analysed whole (positions only if a finding cites them, in phase

@@ -24,9 +24,10 @@ def default_jobs() -> int:
 class Pool:
     """The worker processes of one run, started on first need. `map` runs in this process when a
     pool would not pay: one worker allowed, fewer than two items, or (while no pool is running)
-    less than POOL_MIN_BYTES of source. Once started, the pool serves every later phase with two
-    or more items: its start-up is paid already. (The engine's phase one hands the workers paths
-    weighted by file size, `map_weighted`: the workers read and prefilter the files themselves.)"""
+    less than POOL_MIN_BYTES of source. Once started, the pool serves every later phase, even one
+    item: its start-up is paid already, and the parent then never imports the analyzer. (The
+    engine's phase one hands the workers paths weighted by file size, `map_weighted`: the workers
+    read and prefilter the files themselves.)"""
 
     def __init__(self, jobs: int | None):
         self.workers = default_jobs() if not jobs else jobs
@@ -41,9 +42,11 @@ class Pool:
 
     def would_pool(self, weights: Sequence[int]) -> bool:
         """Whether `map_weighted` over items of these weights would run on the pool."""
-        if self.workers <= 1 or len(weights) < 2:
+        if self.workers <= 1 or not weights:
             return False
-        return self._executor is not None or sum(weights) >= POOL_MIN_BYTES
+        if self._executor is not None:
+            return True  # even one item: the workers have LibCST loaded, this process may not
+        return len(weights) >= 2 and sum(weights) >= POOL_MIN_BYTES
 
     def map_weighted(self, fn: Callable[[list], list], items: Sequence[Any], weights: Sequence[int],
                      per_worker: int = 2) -> list:

@@ -571,10 +571,13 @@ def test_one_pool_serves_every_phase(gen_tree, monkeypatch):
     monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 0)
     executors = PoolSpy(monkeypatch)
     pools = PoolRecorder(monkeypatch)
+    spy = FactsSpy(monkeypatch)
     pooled = run_lint(gen_tree, monkeypatch, jobs=2, use_cache=False)
     assert len(pools.pools) == 1
-    # phase one, the full pass of the by-name style users and the positions pass: one pool
-    assert pools.pools[0].pooled_maps == 3
+    # phase one, the full pass of the by-name style users, two b and the positions pass: one pool,
+    # which also takes a phase of a single file (the parent never imports the analyzer)
+    assert pools.pools[0].pooled_maps >= 3
+    assert spy.calls == 0
     assert executors.created == pools.pools[0].started == 1
     assert pools.pools[0]._executor is None  # closed when the run ends
     assert canonical(pooled) == canonical(run_lint(gen_tree, monkeypatch, jobs=1, use_cache=False))
@@ -724,3 +727,74 @@ def test_full_mode_parsed_in_pieces_positions_like_the_whole_module():
         assert key(pieces) == key(whole), path
         checked += bool(pieces["sites"])
     assert checked >= 40
+
+
+# -- phase two guessed by the workers -------------------------------------------------------------
+
+_STYLE_HOME = """\
+from torch.distributed.tensor.parallel import ParallelStyle, parallelize_module
+
+
+class KeepLocal(ParallelStyle):
+    def _apply(self, module, mesh):
+        module.register_forward_hook(lambda m, i, out: self._out(out))
+        return module
+
+    def _out(self, out):
+        return out.to_local()
+
+
+def plan(model, mesh):
+    parallelize_module(model, mesh, {"router.gate": KeepLocal()})
+"""
+
+# a RowwiseParallel input arrives Shard by default: a bare to_local() in its input hook is right,
+# so the index finds no leaky style here although the file looks like a style's home
+_ROWWISE_HOME = """\
+from torch.distributed.tensor.parallel import RowwiseParallel
+
+
+class ShardIn(RowwiseParallel):
+    @staticmethod
+    def _prepare_input_fn(input_layouts, desired_input_layouts, mod, inputs, device_mesh):
+        return inputs[0].to_local()
+
+
+def rank_part(x, mesh):
+    rank = mesh.get_local_rank()
+    return x[rank * 2 : rank * 2 + 2]
+"""
+
+
+def test_workers_analyse_a_style_home_in_full_and_the_parent_undoes_a_wrong_guess(tmp_path, monkeypatch):
+    """A worker that meets a file defining a torch style whose hook returns a bare local tensor
+    analyses it in full at once (phase two would); where the index disagrees (a RowwiseParallel
+    input hook: Shard is the right label), the parent restores the first-pass facts. Either way the
+    report is the serial run's, and the parent computes no facts of the guessed home."""
+    from placement_lint import parallel
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "home.py").write_text(_STYLE_HOME)
+    (root / "rowwise.py").write_text(_ROWWISE_HOME)
+    (root / "user.py").write_text("from home import KeepLocal\n\nSTYLE = KeepLocal()\n")
+    for min_confidence in (Confidence.LOW, Confidence.MEDIUM):
+        serial = canonical(run_lint(root, monkeypatch, jobs=1, use_cache=False, min_confidence=min_confidence))
+        monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 0)
+        asked: list[tuple[str, str]] = []
+        real = engine.FactStore.facts_for
+
+        def recording(self, items):
+            asked.extend((Path(p).name, mode) for p, _, mode in items)
+            return real(self, items)
+
+        monkeypatch.setattr(engine.FactStore, "facts_for", recording)
+        pooled = canonical(run_lint(root, monkeypatch, jobs=2, use_cache=False, min_confidence=min_confidence))
+        monkeypatch.undo()
+        assert pooled == serial
+        assert "DTP102" in serial and "home.py" in serial
+        first = "/skip-test-rank" if min_confidence >= Confidence.MEDIUM else ""
+        # the guessed home: no second full pass; the wrong guess: its first-pass facts back
+        assert ("home.py", "full") not in asked
+        assert ("rowwise.py", first) in asked
+        assert ("user.py", "full") in asked
