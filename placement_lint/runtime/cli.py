@@ -146,6 +146,7 @@ def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_
     _warn_if_copies_differ(paths)
     summary = merge.runtime_summary(report, results)
     _warn_if_nothing_seen(summary)
+    _tell_what_never_ran(summary)
 
     if verify_fix:
         force, slices = merge.verify_targets(results, report)
@@ -177,6 +178,8 @@ def _warn_if_nothing_matched(report, results) -> None:
     package, a tree outside any package) makes every finding `not-reached`. Say so."""
     static = [f for f in report.findings if f.runtime and f.code < "DTP900"]
     seen = sum(len(r.get("sites", ())) for r in results if isinstance(r, dict))
+    if any(r.get("loaded_files") for r in results if isinstance(r, dict)):
+        return  # the ranks imported analysed files: the paths agree, the harness ran other code
     if static and seen and all(f.runtime["verdict"] == "not-reached" for f in static):
         _warning(
             f"none of the {len(static)} static finding(s) matched any of the {seen} site(s) the "
@@ -184,6 +187,20 @@ def _warn_if_nothing_matched(report, results) -> None:
             "file), so check that PATHS are the files the ranks import (e.g. put the analysed tree first on "
             "PYTHONPATH)"
         )
+
+
+def _tell_what_never_ran(summary: dict) -> None:
+    """Not-reached findings: which analysed files the ranks never imported and which plan entries
+    no module ran, so that the user can extend the harness."""
+    parts = []
+    for key, what in (("not_imported_files", "files the ranks never imported"),
+                      ("plan_entries_not_run", "plan entries no module ran")):
+        items = summary.get(key) or []
+        if items:
+            shown = ", ".join(items[:6]) + (f", ... ({len(items)} in all)" if len(items) > 6 else "")
+            parts.append(f"{what}: {shown}")
+    if parts:
+        _progress("runtime: not reached: " + "; ".join(parts))
 
 
 def _warn_if_copies_differ(paths) -> None:

@@ -39,7 +39,7 @@ import os
 import re
 from collections.abc import Iterable
 
-from placement_lint.findings import Confidence, Finding, Report
+from placement_lint.findings import Confidence, Finding, Related, Report
 from placement_lint.runtime.verdicts import SEVERITY
 
 
@@ -379,6 +379,8 @@ class _Matcher:
         self._trees: dict[str, ast.AST | None] = {}
         #: id(finding) -> (module key, sites matched by that key only): DTP103 on a config object
         self.by_module: dict[int, tuple[str, list[dict]]] = {}
+        #: id(finding) -> the plan keys of a DTP102's entry (for a not-reached finding's reason)
+        self.plan_keys: dict[int, list[str]] = {}
 
     def imported(self, fpath: str, site: dict) -> bool:
         """Whether the ranks of the site's harness imported the finding's file (a key written in a
@@ -406,6 +408,7 @@ class _Matcher:
             keys = _PLAN_KEY.findall(_source_lines(fpath, line, 1))
             if not keys:  # the key may sit on the line above a long style call
                 keys = _PLAN_KEY.findall(_source_lines(fpath, max(1, line - 1), 2))
+            self.plan_keys[id(f)] = keys
             for key in keys:
                 matched += [s for s in self.sites
                             if s.get("hook") in ("pre", "post") and _module_matches(s.get("module", ""), key)
@@ -479,9 +482,7 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
     used: set[tuple] = set()
     for f, m in matches:
         if not m:
-            f.runtime = {"verdict": "not-reached", "evidence": {
-                "reason": "no harness executed this line (or the module this style is applied to)",
-                "harnesses": [r.get("harness") for r in results]}}
+            f.runtime = {"verdict": "not-reached", "evidence": _not_reached(f, matcher, results)}
             continue
         verdict, ev, _best = _verdict_of(m)
         key, named = matcher.by_module.get(id(f), ("", []))
@@ -499,6 +500,7 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
         for s in m:
             used.add((s.get("harness"), s["id"]))
         f.runtime = {"verdict": verdict, "evidence": ev}
+        _relate_sites(f, m, paths, cwd)
     statically_flagged_lines = {(_abs(f.path, cwd), f.line) for f in report.findings}
     extra: list[Finding] = []
     for s in sites:
@@ -549,6 +551,53 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
     report.findings.extend(extra)
     report.findings.sort(key=lambda f: f.sort_key())
     return report
+
+
+def _not_reached(f: Finding, matcher: _Matcher, results: list[dict]) -> dict:
+    """Why no site matched `f`: its file was never imported by the ranks, or it was and the line
+    (for a style: no module named by the plan entry's key) never ran. Tells the user how to
+    extend the harness."""
+    fpath = _abs(f.path, matcher.cwd)
+    known = [h for h in (r.get("harness") for r in results) if h in matcher.loaded]
+    imported = None if len(known) < len(results) else any(fpath in matcher.loaded[h] for h in known)
+    keys = matcher.plan_keys.get(id(f)) or []
+    if imported is False:
+        reason = "the ranks never imported this file: the harness builds no model from it"
+    elif keys:
+        reason = (f"no module whose name ends with {', '.join(f'`{k}`' for k in keys)} ran a hook of this style: "
+                  "the harness never called that module (or built a model without this plan entry)")
+    else:
+        reason = "no harness executed this line" + ("" if imported else " (or the module this style is applied to)")
+    ev = {"reason": reason, "harnesses": [r.get("harness") for r in results]}
+    if imported is not None:
+        ev["file_imported"] = imported
+    if keys:
+        ev["plan_keys"] = keys
+    return ev
+
+
+#: runtime sites named as `related` locations of the static finding they matched, at most
+_RELATED_SITES = 3
+
+
+def _relate_sites(f: Finding, sites: list[dict], paths: PathIndex, cwd: str) -> None:
+    """A site matched elsewhere than the finding's own line (a torch style's hook, attributed to
+    the harness line that called the module, matched to the plan entry that applied the style)
+    becomes a `related` location: where the run reached it."""
+    have = {(_abs(f.path, cwd), f.line)} | {(_abs(r.path, cwd), r.line) for r in f.related}
+    added = 0
+    for s in sites:
+        if _unreal(s.get("path", "")):
+            continue
+        loc = (paths.canon(s["path"]), s["line"])
+        if loc in have or added >= _RELATED_SITES:
+            continue
+        have.add(loc)
+        added += 1
+        where = f" in the {s['hook']} hook of `{s.get('module')}`" if s.get("hook") in ("pre", "post") else ""
+        via = f" ({s['torch_frame']})" if s.get("torch_frame") else ""
+        f.related.append(Related(_rel(loc[0], cwd), loc[1],
+                                 f"runtime: `{s['api']}`{where} reached from here{via}: {s.get('verdict')}"))
 
 
 def _param_evidence(p: dict, res: dict) -> dict:
@@ -617,7 +666,14 @@ def runtime_summary(report: Report, results: list[dict]) -> dict[str, int]:
     """What the runtime check saw, for the one-line summary (text) and `runtime_summary` (json):
     an empty report means little when the monitor saw nothing."""
     static = [f for f in report.findings if f.code not in RUNTIME_RULES]
+    missed = [(f.runtime or {}).get("evidence") or {} for f in static
+              if (f.runtime or {}).get("verdict", "not-reached") == "not-reached"]
+    never_imported = sorted({f.path for f in static if ((f.runtime or {}).get("evidence") or {}).get("file_imported") is False
+                             and f.runtime.get("verdict") == "not-reached"})
     return {
+        "not_imported_files": never_imported,
+        "plan_entries_not_run": sorted({k for ev in missed if ev.get("file_imported") is not False
+                                        for k in ev.get("plan_keys", ())}),
         "harnesses": len(results),
         "sites_reached": sum(len(r.get("sites") or ()) for r in results),
         "parameters_checked": sum(len(r.get("params") or ()) for r in results),

@@ -34,6 +34,8 @@ import placement_lint
 from placement_lint.runtime import _compat
 from placement_lint.runtime._compat import DTensor, Replicate, placement_kind, placement_str
 
+#: what a site record carries into the payload
+RECORD_KEYS = ("grad", "fp", "fwd", "dtype", "grad_placements", "hits")
 N_SAMPLES = 48  # sampled gradient values per fingerprint: enough to see a rank's slice
 FP_HEAD = ("norm", "l1", "sum", "absmax", "hash")
 FP_LEN = len(FP_HEAD) + N_SAMPLES
@@ -281,11 +283,45 @@ def _iter_tensors(args, kwargs):
 
 # ---- sites -----------------------------------------------------------------------------------
 
+_UNSET = object()
+
+
+def site_id(api: str, path: str, line: int, module: str, hook: str, local_map: str = "") -> str:
+    """A site's id: the same on every rank (the verdicts group the ranks' records by it)."""
+    return f"{api}|{path}|{line}|{module}|{hook}" + (f"|local_map={local_map}" if local_map else "")
+
+
+def split_site_id(sid: str) -> tuple[str, str, str, str, str, str]:
+    """(api, path, line, module, hook, local_map) of a site id."""
+    parts = sid.split("|", 5)
+    parts += [""] * (6 - len(parts))
+    lm = parts[5]
+    return parts[0], parts[1], parts[2], parts[3], parts[4], lm[len("local_map="):] if lm.startswith("local_map=") else lm
+
+
+def module_suffix(fqn: str, rel: str) -> bool:
+    """Is module path `rel` (relative to some module) a dotted suffix of `fqn` (or equal)?"""
+    if fqn == rel or not rel:
+        return True
+    return fqn.endswith("." + rel)
+
+
+def module_names(model: Any) -> dict[int, str]:
+    """id(module) -> its fully qualified name in `model` (the first, if it is reachable twice)."""
+    names: dict[int, str] = {}
+    named = getattr(model, "named_modules", None)
+    if named is None:
+        return names
+    for name, mod in named():
+        names.setdefault(id(mod), name)
+    return names
+
+
 class _Site:
     __slots__ = (
         "id", "api", "path", "line", "function", "module", "hook", "torch_frame", "calls",
         "forward", "declared", "effective", "mesh", "records", "root", "hooked", "dtype",
-        "label_sharded_only", "slice_op", "local_map", "param_ids",
+        "label_sharded_only", "slice_op", "local_map", "param_ids", "outer", "forced",
     )
 
     def __init__(self, sid: str, api: str, path: str, line: int, function: str, module: str,
@@ -311,6 +347,10 @@ class _Site:
         self.slice_op = ""
         self.local_map = ""
         self.param_ids: set[int] = set()  # id() of nn.Parameters converted here (named at collect)
+        # the outermost module of the call (the harness may call a submodule of its model
+        # directly): `module` is relative to it until collect() names it in the returned model
+        self.outer: Any = None
+        self.forced: Any = _UNSET  # the --verify-fix kinds for this site, looked up once
 
 
 class PlacementMonitor:
@@ -369,8 +409,9 @@ class PlacementMonitor:
             _active = None
 
     # -- attribution -------------------------------------------------------------------------
-    def _locate(self, frame) -> tuple[str, int, str, str, str, str]:
-        """(path, line, function, module_path, hook_kind, torch_frame) for the current call."""
+    def _locate(self, frame) -> tuple[str, int, str, str, str, str, Any]:
+        """(path, line, function, module_path, hook_kind, torch_frame, outermost module) for the
+        current call; module_path is relative to the outermost module being called."""
         user = None
         torch_frame = ""
         chain: list[Any] = []  # modules being called, innermost first
@@ -401,7 +442,7 @@ class PlacementMonitor:
         if user is None:
             user = ("<torch>", 0, "")
         module = self._module_path(chain)
-        return user[0], user[1], user[2], module, hook, torch_frame
+        return user[0], user[1], user[2], module, hook, torch_frame, (chain[-1] if chain else None)
 
     @staticmethod
     def _hook_kind(mod, called_code) -> str:
@@ -488,7 +529,7 @@ class PlacementMonitor:
         torch (Tensor.backward on a DTensor loss, redistribute internals, optimizers, checkpoint
         loading) is torch's own and correct by construction.
         """
-        path, line, func, module, hook, torch_frame = self._locate(frame)
+        path, line, func, module, hook, torch_frame, outer = self._locate(frame)
         lm = ""
         if not _is_user_file(frame.f_code.co_filename):
             if frame.f_code.co_name == "_local_map_wrapped":
@@ -506,11 +547,15 @@ class PlacementMonitor:
                     lm += f"|arg{arg_idx}"  # each input of the local_map'd function is its own site
             elif hook not in ("pre", "post"):
                 return None
-        sid = f"{api}|{path}|{line}|{module}|{hook}" + (f"|local_map={lm}" if lm else "")
+        # keyed by the outermost module object too: collect() turns the pair into the module's
+        # fully qualified name in the model the harness returns (see `fqn_sites`)
+        okey = f"{id(outer)}/" if outer is not None else ""
+        sid = site_id(api, path, line, okey + module, hook, lm)
         site = self.sites.get(sid)
         if site is None:
             site = _Site(sid, api, path, line, func, module, hook, torch_frame)
             site.local_map = lm
+            site.outer = outer  # holds a reference: the id in the key cannot be reused
             if mesh is not None:
                 site.mesh = self._mesh_info(mesh)
             self.sites[sid] = site
@@ -540,7 +585,7 @@ class PlacementMonitor:
             eff = ["R"] * len(fwd_kinds)  # redistributed to Replicate, then labelled Replicate
         else:
             eff = _compat.default_grad_kinds(fwd_kinds)
-        forced = self.force.get(site.id)
+        forced = self._forced(site)
         new_declared = declared
         if forced:
             base = list(eff)
@@ -555,6 +600,20 @@ class PlacementMonitor:
                 new_declared = _compat.kinds_to_placements(eff, ref)
                 self.forced_calls += 1
         return eff, new_declared
+
+    def _forced(self, site: _Site):
+        """The --verify-fix kinds for this site: `force` is keyed by the ids a check run reported,
+        whose module is the fully qualified name; this run may reach the module through another
+        outer module, so the name is matched as a dotted suffix."""
+        if site.forced is _UNSET:
+            site.forced = None
+            for key, kinds in self.force.items():
+                api, path, line, module, hook, lm = split_site_id(key)
+                if ((api, path, line, hook, lm) == (site.api, site.path, str(site.line), site.hook, site.local_map)
+                        and module_suffix(module, site.module)):
+                    site.forced = kinds
+                    break
+        return site.forced
 
     def _attach_grad_hook(self, site: _Site, t: torch.Tensor, record: dict, *, dtensor: bool = False) -> None:
         if not isinstance(t, torch.Tensor) or not t.requires_grad:
@@ -708,6 +767,26 @@ class PlacementMonitor:
                 entry["ref"] = _ref_stats(g, ref)
         return entry
 
+    @staticmethod
+    def _records(site: _Site) -> list[dict]:
+        return [{k: v for k, v in rec.items() if k in RECORD_KEYS} for rec in site.records]
+
+    def fqn_sites(self, model: Any) -> dict[str, tuple[str, str]]:
+        """site id -> (id, module) with the module named by its fully qualified name in `model`
+        (the module the harness returned), whatever module the harness called: a site inside
+        `layers.0.moe` is `layers.0.moe.router.gate` even when the harness ran
+        `model.layers["0"].moe(x)`. A module outside `model` keeps its name relative to the
+        outermost module that ran."""
+        names = module_names(model) if model is not None else {}
+        out: dict[str, tuple[str, str]] = {}
+        for site in self.sites.values():
+            module = site.module
+            if site.outer is not None and id(site.outer) in names:
+                prefix = names[id(site.outer)]
+                module = ".".join(p for p in (prefix, module) if p)
+            out[site.id] = (site_id(site.api, site.path, site.line, module, site.hook, site.local_map), module)
+        return out
+
     def collect(self, model: torch.nn.Module | None = None, *, reference: dict | None = None) -> dict:
         """This rank's payload (plain Python, picklable). One device->host copy.
 
@@ -741,15 +820,26 @@ class PlacementMonitor:
             host = _SIM.host_rows(fps) if _SIM is not None else torch.stack(fps).tolist()
             for (holder, key), vals in zip(slots, host):
                 holder[key] = vals
+        final = self.fqn_sites(model)
         sites = []
+        merged: dict[str, dict] = {}
         for site in self.sites.values():
-            sites.append({
-                "id": site.id,
+            fid, fmodule = final[site.id]
+            if fid in merged:
+                # the same site reached through two outer modules (the harness called a submodule
+                # directly, then the model): one site under its fully qualified name
+                prev = merged[fid]
+                prev["calls"] += site.calls
+                prev["records"] += self._records(site)
+                prev["params"] = sorted(set(prev["params"]) | {names_by_id[i] for i in site.param_ids if i in names_by_id})
+                continue
+            entry = {
+                "id": fid,
                 "api": site.api,
                 "path": site.path,
                 "line": site.line,
                 "function": site.function,
-                "module": site.module,
+                "module": fmodule,
                 "hook": site.hook,
                 "torch_frame": site.torch_frame,
                 "calls": site.calls,
@@ -758,15 +848,14 @@ class PlacementMonitor:
                 "effective": site.effective,
                 "mesh": site.mesh,
                 "dtype": site.dtype,
-                "root": site.root.id if site.root is not None else None,
+                "root": final[site.root.id][0] if site.root is not None else None,
                 "slice_op": site.slice_op,
                 "local_map": site.local_map,
                 "params": sorted(names_by_id[i] for i in site.param_ids if i in names_by_id),
-                "records": [
-                    {k: v for k, v in rec.items() if k in ("grad", "fp", "fwd", "dtype", "grad_placements", "hits")}
-                    for rec in site.records
-                ],
-            })
+                "records": self._records(site),
+            }
+            merged[fid] = entry
+            sites.append(entry)
         return {
             "rank": dist.get_rank() if dist.is_initialized() else 0,
             "world_size": dist.get_world_size() if dist.is_initialized() else 1,

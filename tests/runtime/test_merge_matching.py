@@ -352,7 +352,8 @@ def test_runtime_summary_counts_and_text_line(tmp_path):
     merge.merge(report, results, str(tmp_path))
     rs = merge.runtime_summary(report, results)
     assert rs == {"harnesses": 2, "sites_reached": 3, "parameters_checked": 3, "static_findings": 2,
-                  "static_findings_reached": 1, "runtime_findings": 0}
+                  "static_findings_reached": 1, "runtime_findings": 0, "not_imported_files": [],
+                  "plan_entries_not_run": []}
     text = reporters.render(report, "text", runtime_summary=rs).splitlines()
     assert text[-2:] == ["runtime: 2 harnesses, 3 sites reached, 3 parameters checked, 1/2 static findings reached",
                          "Found 2 findings (0 high, 0 medium, 2 low)."]
@@ -437,3 +438,63 @@ def test_config_findings_in_files_the_run_never_imported_do_not_claim_the_module
     merge.merge(report, results, str(tmp_path))
     assert {Path(f.path).name: f.runtime["verdict"] for f in report.findings} == {
         "used_model.py": "refuted", "other_model.py": "not-reached"}
+
+
+# --- plan entries, sites reached elsewhere, what never ran ---------------------------------------
+PLAN = textwrap.dedent("""\
+    def parallelize(model, mesh):
+        plan = {
+            "moe": PrepareModuleInputOutput(use_local_input=True),
+            "router.gate": NoParallel(),
+        }
+        parallelize_module(model, mesh, plan)
+""")
+
+
+def test_style_site_at_the_harness_line_is_matched_to_its_plan_entry_and_related(tmp_path):
+    """A torch style's hook runs torch code, so its site is the harness line that called the
+    module; with the module's fully qualified name it matches the plan entry's DTP102, and the
+    harness line becomes a related location. The other entry's module never ran: the finding
+    says so, and the summary names the entry."""
+    plan = package(tmp_path, PLAN, name="parallelize")
+    harness = tmp_path / "harness.py"
+    harness.write_text("def harness(ctx):\n    return model.layers['0'].moe(x)\n")
+    moe, gate = finding(plan, 3, "DTP102", column=9), finding(plan, 4, "DTP102", column=9)
+    report = Report(findings=[moe, gate], errors=[])
+    results = [{"harness": f"{harness}:harness", "loaded_files": [str(plan)], "params": [],
+                "sites": [dict(site(harness, 2, module="layers.0.moe", hook="pre"), torch_frame="style.py:1 f")]}]
+    merge.merge(report, results, str(tmp_path))
+    assert moe.runtime["verdict"] == "confirmed"
+    assert [(r.path, r.line) for r in moe.related] == [("harness.py", 2)]
+    assert "pre hook of `layers.0.moe`" in moe.related[0].message
+    assert not [f for f in report.findings if f.code >= "DTP900"]  # no runtime-only duplicate
+    assert gate.runtime["verdict"] == "not-reached"
+    assert gate.runtime["evidence"]["file_imported"] is True and gate.runtime["evidence"]["plan_keys"] == ["router.gate"]
+    assert "`router.gate`" in gate.runtime["evidence"]["reason"]
+    rs = merge.runtime_summary(report, results)
+    assert rs["plan_entries_not_run"] == ["router.gate"] and rs["not_imported_files"] == []
+
+
+def test_not_reached_in_a_file_never_imported_is_named_and_no_path_warning_when_paths_agree(tmp_path, capsys):
+    used = package(tmp_path / "a")
+    other = tmp_path / "a" / "pkg" / "nn" / "other.py"
+    other.write_text(MODEL)
+    f_used, f_other = finding(used, 2), finding(other)
+    report = Report(findings=[f_used, f_other], errors=[])
+    results = [{"harness": "h", "loaded_files": [str(used)], "params": [],
+                "sites": [site(used, 4, verdict="refuted")]}]
+    merge.merge(report, results, str(tmp_path))
+    assert f_other.runtime["evidence"]["file_imported"] is False
+    assert "never imported" in f_other.runtime["evidence"]["reason"]
+    assert f_used.runtime["evidence"]["file_imported"] is True
+    rs = merge.runtime_summary(report, results)
+    assert rs["not_imported_files"] == [f_other.path]
+    runtime_cli._warn_if_nothing_matched(report, results)
+    runtime_cli._tell_what_never_ran(rs)
+    err = capsys.readouterr().err
+    assert "PYTHONPATH" not in err  # the ranks imported an analysed file: paths agree
+    assert "files the ranks never imported: " + f_other.path in err
+    # the ranks imported none of the analysed files: then the paths may really differ
+    results[0]["loaded_files"] = []
+    runtime_cli._warn_if_nothing_matched(report, results)
+    assert "PYTHONPATH" in capsys.readouterr().err

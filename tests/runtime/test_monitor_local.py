@@ -89,6 +89,70 @@ def test_input_and_output_hooks_of_one_module_are_separate_sites(pg):
     assert len(ids) == len(set(ids)) == 2
 
 
+def _nested_model(mesh):
+    """model.layers["0"].moe.router.gate with a style whose output hook leaves DTensor."""
+    import torch.nn as nn
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import PrepareModuleInputOutput, parallelize_module
+
+    class Moe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.router = nn.Module()
+            self.router.gate = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.router.gate(x)
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.moe = Moe()
+
+        def forward(self, x):
+            return self.moe(x)
+
+    model = nn.Module()
+    model.layers = nn.ModuleDict({"0": Layer()})
+    style = PrepareModuleInputOutput(input_layouts=(Replicate(),), desired_input_layouts=(Replicate(),),
+                                     use_local_input=True, output_layouts=(Replicate(),),
+                                     desired_output_layouts=(Replicate(),), use_local_output=True)
+    parallelize_module(model, mesh, {"layers.0.moe.router.gate": style})
+    return model
+
+
+@pytest.mark.parametrize("call", ["layer", "moe", "gate"])
+def test_module_names_are_fully_qualified_in_the_returned_model_whatever_module_runs(pg, call):
+    """The harness may call a submodule of the model it returns directly: the sites inside still
+    carry their fully qualified names, and ids a check run reported drive --verify-fix's force."""
+    import torch
+
+    from placement_lint.runtime import PlacementMonitor
+
+    model = _nested_model(_mesh())
+    layer = model.layers["0"]
+    run = {"layer": layer, "moe": layer.moe, "gate": layer.moe.router.gate}[call]
+    x = torch.randn(2, 4, requires_grad=True)
+
+    def step(m):  # one line for every call: sites of torch hooks are at the first user frame
+        m(x).sum().backward()
+
+    with PlacementMonitor() as mon:
+        step(run)
+    sites = mon.collect(model)["sites"]
+    modules = {(s["hook"], s["module"]) for s in sites if s["api"] == "to_local"}
+    assert modules == {("pre", "layers.0.moe.router.gate"), ("post", "layers.0.moe.router.gate")}
+    assert all("|layers.0.moe.router.gate|" in s["id"] for s in sites if s["api"] == "to_local")
+    post = next(s["id"] for s in sites if s["api"] == "to_local" and s["hook"] == "post")
+    with PlacementMonitor(force={post: ["P"]}) as forced:
+        step({"layer": layer.moe, "moe": layer, "gate": run}[call])  # another outer module: matched by name
+    assert forced.forced_calls == 1
+    # without the model, names stay relative to the outermost module that ran
+    with PlacementMonitor() as rel:
+        layer.moe(x).sum().backward()
+    assert {s["module"] for s in rel.collect(None)["sites"] if s["api"] == "to_local"} == {"router.gate"}
+
+
 def test_slice_of_a_derived_tensor_is_attributed_at_the_slice_line(pg):
     import inspect
 
