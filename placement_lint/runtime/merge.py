@@ -41,6 +41,7 @@ from collections.abc import Iterable
 
 from placement_lint.findings import Confidence, Finding, Related, Report
 from placement_lint.runtime.verdicts import SEVERITY
+from placement_lint.runtime.site_ids import split_site_id
 
 
 def _runtime_rules() -> dict[str, str]:
@@ -508,7 +509,21 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
             continue
         if (paths.canon(s["path"]), s["line"]) in statically_flagged_lines:
             continue
-        if s["verdict"] == "double-count":
+        related: list[Related] = []
+        if s["verdict"] == "double-count" and s["evidence"].get("reduced_again_by"):
+            code = "DTP902"
+            dim = s["evidence"].get("mesh_dim")
+            n = len(s["evidence"].get("group_ranks") or [])
+            _api, rpath, rline, *_ = split_site_id(s["evidence"]["reduced_again_by"])
+            rpath = paths.canon(rpath) if not _unreal(rpath) else rpath
+            msg = (f"`from_local(..., [Replicate()])` all-reduces this branch's gradient in its backward, and "
+                   f"`{_api}` at {_rel(rpath, cwd)}:{rline} labels the same local tensor's gradient Partial, "
+                   f"which sums it again: the branch counts {n}x over mesh dim `{dim}` (hand this branch the "
+                   f"DTensor instead of a local tensor, so that it is reduced once)")
+            if rline.isdigit() and not _unreal(rpath):
+                related.append(Related(_rel(rpath, cwd), int(rline),
+                                       f"the Partial label that reduces this branch's gradient a second time"))
+        elif s["verdict"] == "double-count":
             code = "DTP902"
             dim = s["evidence"].get("mesh_dim")
             n = len(s["evidence"].get("group_ranks") or [])
@@ -525,6 +540,7 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
         # annotate the files they were given)
         extra.append(_finding(code, paths.canon(s["path"]), s["line"], msg, cwd, s.get("function", ""),
                               {"verdict": s["verdict"], "evidence": dict(s["evidence"], harness=s.get("harness"))}))
+        extra[-1].related.extend(related)
     for res in results:
         for p in res.get("params", []):
             loc = p.get("location") or {}

@@ -33,9 +33,10 @@ from torch.utils.weak import WeakIdKeyDictionary
 import placement_lint
 from placement_lint.runtime import _compat
 from placement_lint.runtime._compat import DTensor, Replicate, placement_kind, placement_str
+from placement_lint.runtime.site_ids import module_suffix, site_id, split_site_id
 
 #: what a site record carries into the payload
-RECORD_KEYS = ("grad", "fp", "fwd", "dtype", "grad_placements", "hits")
+RECORD_KEYS = ("grad", "fp", "fwd", "in_fp", "dtype", "grad_placements", "hits")
 N_SAMPLES = 48  # sampled gradient values per fingerprint: enough to see a rank's slice
 FP_HEAD = ("norm", "l1", "sum", "absmax", "hash")
 FP_LEN = len(FP_HEAD) + N_SAMPLES
@@ -284,26 +285,6 @@ def _iter_tensors(args, kwargs):
 # ---- sites -----------------------------------------------------------------------------------
 
 _UNSET = object()
-
-
-def site_id(api: str, path: str, line: int, module: str, hook: str, local_map: str = "") -> str:
-    """A site's id: the same on every rank (the verdicts group the ranks' records by it)."""
-    return f"{api}|{path}|{line}|{module}|{hook}" + (f"|local_map={local_map}" if local_map else "")
-
-
-def split_site_id(sid: str) -> tuple[str, str, str, str, str, str]:
-    """(api, path, line, module, hook, local_map) of a site id."""
-    parts = sid.split("|", 5)
-    parts += [""] * (6 - len(parts))
-    lm = parts[5]
-    return parts[0], parts[1], parts[2], parts[3], parts[4], lm[len("local_map="):] if lm.startswith("local_map=") else lm
-
-
-def module_suffix(fqn: str, rel: str) -> bool:
-    """Is module path `rel` (relative to some module) a dotted suffix of `fqn` (or equal)?"""
-    if fqn == rel or not rel:
-        return True
-    return fqn.endswith("." + rel)
 
 
 def module_names(model: Any) -> dict[int, str]:
@@ -679,9 +660,32 @@ class PlacementMonitor:
         site.dtype = str(out.dtype).replace("torch.", "")
         record: dict = {"grad": False}
         site.records.append(record)
+        root = self._tracked.get(local) if isinstance(local, torch.Tensor) else None
+        if root is not None and site.root is None:
+            # the local tensor came out of a monitored exit: if that exit labels its gradient
+            # Partial while this from_local's backward reduces (Replicate), a branch counts twice
+            site.root = root
         if torch.is_grad_enabled():
             self._attach_grad_hook(site, out, record, dtensor=True)
+            self._attach_input_grad_hook(out, record)
         return out
+
+    def _attach_input_grad_hook(self, out, record: dict) -> None:
+        """Fingerprint what from_local's backward hands to the local tensor (`in_fp`): after the
+        redistribution to the forward placements, so a Partial gradient arriving at a Replicate
+        from_local shows up all-reduced, identical on every rank."""
+        node = getattr(out, "grad_fn", None)
+        if node is None or not hasattr(node, "register_hook"):
+            return
+
+        def hook(grad_inputs, _grad_outputs, _rec=record):
+            g = grad_inputs[0] if grad_inputs else None
+            if isinstance(g, torch.Tensor):
+                with self._lock:
+                    _rec["in_fp"] = fingerprint(g._local_tensor if isinstance(g, DTensor) else g)
+            return None
+
+        node.register_hook(hook)
 
     def _record_slice(self, func, base: torch.Tensor, root: _Site | None, frame) -> None:
         if isinstance(base, DTensor):
@@ -798,7 +802,7 @@ class PlacementMonitor:
         slots: list[tuple[dict, str]] = []
         for site in self.sites.values():
             for rec in site.records:
-                for key in ("fp", "fwd"):
+                for key in ("fp", "fwd", "in_fp"):
                     if isinstance(rec.get(key), torch.Tensor):
                         slots.append((rec, key))
                         fps.append(rec[key].to("cpu"))
@@ -849,6 +853,7 @@ class PlacementMonitor:
                 "mesh": site.mesh,
                 "dtype": site.dtype,
                 "root": final[site.root.id][0] if site.root is not None else None,
+                "root_effective": site.root.effective if site.root is not None else None,
                 "slice_op": site.slice_op,
                 "local_map": site.local_map,
                 "params": sorted(names_by_id[i] for i in site.param_ids if i in names_by_id),

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from placement_lint.runtime.site_ids import split_site_id
+
 N_HEAD = 5  # norm, l1, sum, absmax, hash (see monitor.FP_HEAD)
 
 # Ranks that computed the same gradient produce bit-identical fingerprints; the tolerance only has
@@ -207,6 +209,10 @@ def judge_site(per_rank: dict[int, dict], world_size: int, torch_version: str,
                 calls_bad += 1
             if best is None or (worst[0], worst[2]) > (best[0], best[2]):
                 best = worst
+    again = _reduced_again(per_rank, any_site, ncommon) if api == "from_local" else None
+    if again is not None and (best is None or again[0] > best[0]):
+        best, comparable = again, True
+        evidence["reduced_again_by"] = any_site.get("root")
     if not comparable or best is None:
         evidence["reason"] = ("every gradient label on this site is Shard (or the mesh dim has one rank): "
                               "rerun with --reference to judge it")
@@ -227,6 +233,8 @@ def judge_site(per_rank: dict[int, dict], world_size: int, torch_version: str,
         "effective_grad_placements": any_site.get("effective"),
         "detail": note,
     })
+    if "reduced_again_by" in evidence:
+        evidence["branch_grad_norms"] = {str(r): _round(per_rank[r]["records"][call]["in_fp"][0]) for r in ranks}
     if len(set(ncalls)) > 1:
         evidence["note_calls"] = f"ranks executed this site a different number of times: {ncalls}"
     # the keys a one-line text report shows first: what differs, where, by how much
@@ -234,6 +242,38 @@ def judge_site(per_rank: dict[int, dict], world_size: int, torch_version: str,
     ordered = {k: evidence[k] for k in first if k in evidence}
     ordered.update((k, v) for k, v in evidence.items() if k not in ordered)
     return {"verdict": verdict, "evidence": ordered}
+
+
+def _reduced_again(per_rank: dict[int, dict], any_site: dict, ncalls: int) -> tuple | None:
+    """A from_local whose input came out of an exit labelled Partial on mesh dim d, while the
+    from_local declares the tensor Replicate on d: in backward, from_local redistributes the
+    gradient it receives to Replicate (an all-reduce of a Partial one), so this branch's share of
+    the local tensor's gradient arrives complete on every rank; the exit's Partial label then
+    sums it again. Seen when the share (`in_fp`) is identical and non-zero across a d-group.
+    Returns a call verdict tuple (severity, verdict, rel, dim, call, ranks, note) or None."""
+    root_eff = any_site.get("root_effective") or []
+    fwd = any_site.get("forward") or []
+    found = None
+    for dim, kind in enumerate(root_eff):
+        if kind != "P" or dim >= len(fwd) or not str(fwd[dim]).startswith("Replicate"):
+            continue
+        for call in range(ncalls):
+            fps = {r: s["records"][call].get("in_fp") for r, s in per_rank.items()}
+            fps = {r: fp for r, fp in fps.items() if fp is not None}
+            dtype = next((s["records"][call].get("dtype") for s in per_rank.values() if s["records"][call].get("dtype")), "")
+            tol = rtol_for(dtype or any_site.get("dtype") or "")
+            for ranks in _groups({r: per_rank[r] for r in fps}, dim):
+                if len(ranks) < 2 or all(is_zero(fps[r]) for r in ranks):
+                    continue
+                rel = max(rel_diff(fps[ranks[0]], fps[r]) for r in ranks[1:])
+                if rel <= tol and found is None:
+                    _api, rpath, rline, *_ = split_site_id(str(any_site.get("root") or ""))
+                    where = f"{rpath}:{rline}" if rline else "its source"
+                    found = (SEVERITY["double-count"], "double-count", rel, dim, call, ranks,
+                             f"this from_local (Replicate) all-reduced its branch's gradient in backward, and "
+                             f"the exit at {where} labels the same local tensor's gradient Partial: the "
+                             f"branch is summed again, {len(ranks)}x")
+    return found
 
 
 def judge_params(payloads: list[dict], reference_rtol: float | None = None,

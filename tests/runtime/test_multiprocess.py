@@ -82,16 +82,53 @@ def test_fixture_suite_2_ranks_with_verify_fix(tmp_path):
         rt = by[key]["runtime"]
         assert rt["verdict"] == verdict, (key, rt)
         assert rt["evidence"]["fix_verified"]["verified"], (key, rt["evidence"]["fix_verified"])
+    _assert_branch_double_count(by, 2)
     ddp = by[("DTP102", "fixtures/moe_router/model.py", 63)]["runtime"]["evidence"]
     assert ddp["module"] == "router.gate" and ddp["hook"] == "post" and ddp["mesh_dim"] == "tp"
     # runtime-only: diverging replicated parameters, and reference mismatches a cross-rank test misses
     codes = {(f["code"], f["path"]) for f in data["findings"]}
     assert ("DTP901", "fixtures/moe_router/model.py") in codes
     assert ("DTP904", "fixtures/double_count.py") in codes
+    assert ("DTP904", "fixtures/branch_double_count.py") in codes  # proj: the branch counted twice
     assert ("DTP904", "fixtures/ep_full_tensor.py") in codes
     # fixed twins and negatives: nothing comes out of them
     assert not [f for f in data["findings"] if "_fixed" in f["path"] or "negatives" in f["path"]]
     print(f"fixture suite, 2 ranks, reference + check + verify-fix: {elapsed:.1f}s")
+
+
+def _assert_branch_double_count(by: dict, nproc: int) -> None:
+    """The branch reduced twice (fixtures/branch_double_count.py): DTP902 at the from_local whose
+    backward all-reduced, naming the boundary's Partial label as related location."""
+    fixture = "fixtures/branch_double_count.py"
+    key = ("DTP902", fixture, _line_of(fixture, "x = DTensor.from_local(x, mesh, [Replicate()])"))
+    assert key in by, sorted(by)
+    f = by[key]
+    assert f["runtime"]["verdict"] == "double-count"
+    boundary = _line_of(fixture, "x = xd.to_local(grad_placements=(Partial(),))")
+    assert [(r["path"], r["line"]) for r in f["related"]] == [(fixture, boundary)]
+    assert f"counts {nproc}x" in f["message"]
+    ev = f["runtime"]["evidence"]
+    assert ev["reduced_again_by"].split("|")[2] == str(boundary) and len(ev["branch_grad_norms"]) == nproc
+
+
+@pytest.mark.parametrize("nproc", [2, 4])
+def test_branch_reduced_twice_is_a_double_count_with_both_sites(nproc):
+    """A from_local(Replicate) whose input comes out of a Partial-labelled to_local: reported with
+    and without --reference (per-site evidence: the branch's share of the gradient arrives
+    identical on every rank); its fixed twin is silent."""
+    harnesses = ["fixtures/harnesses/branch_double_count.py:harness",
+                 "fixtures/harnesses/branch_double_count_fixed.py:harness"]
+    for reference in (False, True) if nproc == 2 else (False,):
+        args = ["confirm", "fixtures/branch_double_count.py", "fixtures/branch_double_count_fixed.py",
+                "--nproc", str(nproc), "--backend", "gloo", "--format", "json", "--timeout", "120"]
+        args += [a for h in harnesses for a in ("--harness", h)] + (["--reference"] if reference else [])
+        proc = run_cli(args)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        data = json.loads(proc.stdout)
+        by = {(f["code"], f["path"], f["line"]): f for f in data["findings"]}
+        _assert_branch_double_count(by, nproc)
+        assert not [f for f in data["findings"] if "_fixed" in f["path"]]
+        assert (("DTP904", "fixtures/branch_double_count.py") in {(c, p) for c, p, _ in by}) == reference
 
 
 def test_fixture_suite_4_ranks():
@@ -103,6 +140,7 @@ def test_fixture_suite_4_ranks():
     for name in ("moe_router", "token_split", "tp_expert_matmul", "ep_full_tensor", "rowwise_bias", "local_map_branch"):
         assert any(s["verdict"] == "confirmed" for s in bad[name]), name
     assert [s["verdict"] for s in bad["double_count"]] == ["double-count"]
+    assert [(s["api"], s["verdict"]) for s in bad["branch_double_count"]] == [("from_local", "double-count")]
     for name, sites in bad.items():
         if name.endswith("_fixed") or name.startswith("negatives"):
             assert not sites, (name, sites)
