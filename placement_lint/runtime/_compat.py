@@ -161,3 +161,10 @@ def autocast_dtype(device_type: str):
     except (TypeError, AttributeError, RuntimeError):
         return None
     return None
+
+
+def local_offsets_fn():
+    """torch's `compute_local_shape_and_global_offset(global_shape, mesh, placements)` (private,
+    moved between releases), or None: callers then place shards themselves."""
+    mod = _first_module("torch.distributed.tensor._utils", "torch.distributed._tensor._utils")
+    return getattr(mod, "compute_local_shape_and_global_offset", None) if mod is not None else None

@@ -560,13 +560,52 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
                 scales = list((p.get("reference_scale") or {}).values())
                 uniform = (f", {scales[0][0]:.3g}x the reference on every rank"
                            if scales and all(v[1] > 0.99 and abs(v[0] - scales[0][0]) < 1e-3 for v in scales) else "")
+                first = next((loc for loc in res.get("localization") or () if p["name"] in loc.get("wrong_params", ())
+                              or p["name"].startswith(loc["module"] + ".") or not loc["module"]),
+                             next(iter(res.get("localization") or ()), None))
                 msg = (f"gradient of parameter `{p['name']}` differs from the one-rank reference run "
-                       f"(max rel diff {worst}{tol}){uniform}: a collective is missing or runs twice")
+                       f"(max rel diff {worst}{tol}){uniform}: a collective is missing or runs twice"
+                       + (f"; {first['summary']}" if first else ""))
                 extra.append(_finding("DTP904", path, line, msg, cwd, p["name"],
                                       {"verdict": "confirmed", "evidence": _param_evidence(p, res)}))
+    if reference:
+        for res in results:
+            extra.extend(_localized(res, paths, cwd))
     report.findings.extend(extra)
     report.findings.sort(key=lambda f: f.sort_key())
     return report
+
+
+def _localized(res: dict, paths: PathIndex, cwd: str) -> list[Finding]:
+    """DTP904 where a wrong gradient first appears (--reference) and no site inside the module
+    was found bad (a gradient wrong identically on every rank): at the module's forward, with the
+    DTensor entries and exits inside it as related locations."""
+    from placement_lint.runtime.localize import site_list
+
+    out = []
+    for loc in res.get("localization") or ():
+        where = loc.get("location") or {}
+        sites = [s for s in loc.get("sites", ()) if not _unreal(s.get("path", ""))]
+        if any(s.get("verdict") in BAD for s in sites):
+            continue  # the cause is reported at that site; the parameters' DTP904 name the module
+
+        if where.get("path"):
+            path, line = paths.canon(where["path"]), where["line"]
+        elif sites:
+            path, line = paths.canon(sites[0]["path"]), sites[0]["line"]
+        else:
+            continue
+        inside = site_list({"sites": [dict(s, path=_rel(paths.canon(s["path"]), cwd)) for s in sites]})
+        msg = loc["summary"] + (f"; DTensor entries and exits inside it: {inside}" if inside else
+                                "; no DTensor entry or exit ran inside it")
+        f = _finding("DTP904", path, line, msg, cwd, loc["module"] or "<root>",
+                     {"verdict": "confirmed", "evidence": {"localization": loc, "harness": res.get("harness")}})
+        for s in sites[:_RELATED_SITES + 1]:
+            label = ", ".join(s["declared"]) if s.get("declared") else "default label"
+            f.related.append(Related(_rel(paths.canon(s["path"]), cwd), s["line"],
+                                     f"`{s['api']}` inside {loc['module'] or 'the root module'} ({label}): {s.get('verdict')}"))
+        out.append(f)
+    return out
 
 
 def _not_reached(f: Finding, matcher: _Matcher, results: list[dict]) -> dict:

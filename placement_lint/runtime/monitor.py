@@ -389,6 +389,13 @@ class PlacementMonitor:
             DTensor.from_local = _ORIG["from_local"]
             _active = None
 
+    def follow(self, new: torch.Tensor, old: torch.Tensor) -> None:
+        """`new` stands for `old` from now on (GradProbe's identity tap on a module input: made
+        inside an autograd Function, which the provenance mode does not see)."""
+        root = self._tracked.get(old)
+        if root is not None and new.requires_grad and not isinstance(new, DTensor):
+            self._tracked[new] = root
+
     # -- attribution -------------------------------------------------------------------------
     def _locate(self, frame) -> tuple[str, int, str, str, str, str, Any]:
         """(path, line, function, module_path, hook_kind, torch_frame, outermost module) for the

@@ -381,7 +381,7 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
     from placement_lint.runtime import monitor as monitor_mod
     from placement_lint.runtime.harness import load_harness
     from placement_lint.runtime.verdicts import compute
-    from placement_lint.runtime.worker import _count_compile, finish_check, monitor_for
+    from placement_lint.runtime.worker import _count_compile, finish_check, monitor_for, probe_for, probe_path
 
     mode = spec.get("mode", "check")
     SimContext = _sim_context_class()
@@ -398,10 +398,12 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
         ctx = SimContext(rank=0, world_size=world, local_rank=0, device=torch.device("cpu"), backend="sim")
         ctx.guard = guard
         adapter = _Adapter(api, world)
-        ref = None  # loaded before the mode is entered: plain tensors, the same for every rank
+        ref = ref_probe = None  # loaded before the mode is entered: plain tensors, the same for every rank
         ref_path = (spec.get("reference") or {}).get(h)
         if mode == "check" and ref_path and getattr(fn, "supports_reference", True) and os.path.exists(ref_path):
             ref = torch.load(ref_path, map_location="cpu", weights_only=True)
+            if os.path.exists(probe_path(ref_path)):
+                ref_probe = torch.load(probe_path(ref_path), map_location="cpu", weights_only=True)
         t0 = time.perf_counter()
         payload = None
         model = None
@@ -412,12 +414,16 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
         try:
             with guard, api.LocalTensorMode(world), _same_draws_mode(api):
                 if mode == "check":
-                    with _compat.eager_compiled_regions() as compile_mode, monitor_for(spec, h) as mon:
+                    with (_compat.eager_compiled_regions() as compile_mode, monitor_for(spec, h) as mon,
+                          probe_for(ref is not None) as probe):
                         progress(f"{h}: running the harness ({world} simulated ranks)")
                         model = fn(ctx)
                     run_s = time.perf_counter() - t0
                     progress(f"{h}: collecting")
-                    payload = mon.collect(model if isinstance(model, torch.nn.Module) else None, reference=ref)
+                    module = model if isinstance(model, torch.nn.Module) else None
+                    payload = mon.collect(module, reference=ref)
+                    if probe is not None:
+                        payload["probe"] = probe.collect(module)
                 else:  # "plain": the harness without the monitor (benchmark baseline)
                     model = fn(ctx)
         except SimRankQuery:
@@ -435,7 +441,7 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
         if guard.hits:  # the harness swallowed the SimRankQuery
             return guard.message()
         if mode == "check":
-            results.append(finish_check(compute(split_payload(payload, world), spec.get("reference_rtol")), spec,
+            results.append(finish_check(compute(split_payload(payload, world), spec.get("reference_rtol"), ref_probe), spec,
                                         model, harness=h, backend="sim", t0=t0, run_s=run_s,
                                         compile_mode=compile_mode, compiled_regions=compiled["n"]))
         else:

@@ -349,9 +349,10 @@ def judge_params(payloads: list[dict], reference_rtol: float | None = None,
     return out
 
 
-def compute(payloads: list[dict], reference_rtol: float | None = None) -> dict:
+def compute(payloads: list[dict], reference_rtol: float | None = None, reference_probe: list[dict] | None = None) -> dict:
     """All verdicts of one harness run, from every rank's payload (in rank order).
-    reference_rtol: `--reference-rtol`, replacing the tolerance picked from the compute dtype."""
+    reference_rtol: `--reference-rtol`, replacing the tolerance picked from the compute dtype.
+    reference_probe: the one-rank reference run's GradProbe records: localize wrong gradients."""
     payloads = sorted(payloads, key=lambda p: p["rank"])
     world = len(payloads)
     torch_version = payloads[0].get("torch", "")
@@ -411,6 +412,12 @@ def compute(payloads: list[dict], reference_rtol: float | None = None) -> dict:
         "forced_calls": sum(p.get("forced_calls", 0) for p in payloads),
         "low_precision": low_precision,
     }
+    if reference_probe and any(p.get("probe") for p in payloads) and not any(
+            p.get("reference_skipped") for p in params):
+        from placement_lint.runtime.localize import localize
+
+        tol = reference_rtol if reference_rtol is not None else ref_rtol(compute_dtype("float32", low_precision))
+        out["localization"] = localize(payloads, reference_probe, tol, sites, params)
     if warnings:
         out["warnings"] = warnings
     return out

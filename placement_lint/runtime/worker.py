@@ -87,6 +87,17 @@ def monitor_for(spec: dict, harness: str):
                             force_slices=[tuple(w) for w in (spec.get("force_slices") or {}).get(harness, [])])
 
 
+def probe_for(enabled: bool):
+    """A GradProbe when the check has a reference run to compare with, else a no-op context."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    from placement_lint.runtime.gradprobe import GradProbe
+
+    return GradProbe()
+
+
 def finish_check(res: dict, spec: dict, model, *, harness: str, backend: str, t0: float, run_s: float,
                  compile_mode: str, compiled_regions: int) -> dict:
     """Complete the verdicts of one harness (rank 0 / the simulation): where the flagged
@@ -106,6 +117,13 @@ def finish_check(res: dict, spec: dict, model, *, harness: str, backend: str, t0
         res.setdefault("warnings", []).append(f"{compiled_regions} torch.compile region(s) were not checked: "
                                               "this torch cannot force them to run eagerly")
     res["loaded_files"] = loaded_files(spec.get("watch"))
+    if res.get("localization") and isinstance(model, torch.nn.Module):
+        from placement_lint.runtime.gradprobe import module_locations
+
+        where = module_locations(model, [loc["module"] for loc in res["localization"]])
+        for loc in res["localization"]:
+            if loc["module"] in where:
+                loc["location"] = where[loc["module"]]
     return res
 
 
@@ -116,7 +134,9 @@ def reference_run(fn, ctx, out_path: str) -> int:
 
     from placement_lint.runtime import _compat
 
-    with _compat.eager_compiled_regions():
+    from placement_lint.runtime.gradprobe import GradProbe
+
+    with _compat.eager_compiled_regions(), GradProbe() as probe:
         model = fn(ctx)
     grads = {}
     if isinstance(model, torch.nn.Module):
@@ -128,7 +148,13 @@ def reference_run(fn, ctx, out_path: str) -> int:
             grads[name] = g.detach().to("cpu")
     if getattr(fn, "supports_reference", True):
         torch.save(grads, out_path)
+        torch.save(probe.collect(model if isinstance(model, torch.nn.Module) else None), probe_path(out_path))
     return len(grads)
+
+
+def probe_path(reference_path: str) -> str:
+    """Where the reference run keeps its GradProbe records, next to its parameter gradients."""
+    return reference_path + ".probe"
 
 def run(spec: dict) -> int:
     rank = int(os.environ.get("RANK", "0"))
@@ -171,20 +197,26 @@ def run(spec: dict) -> int:
             compiled["n"] = 0
             t0 = time.perf_counter()
             if mode == "check":
-                with _compat.eager_compiled_regions() as compile_mode, monitor_for(spec, h) as mon:
+                ref_path = (spec.get("reference") or {}).get(h)
+                with_ref = bool(ref_path and getattr(fn, "supports_reference", True) and os.path.exists(ref_path))
+                with (_compat.eager_compiled_regions() as compile_mode, monitor_for(spec, h) as mon,
+                      probe_for(with_ref) as probe):
                     progress(f"{h}: running the harness")
                     model = fn(ctx)
                 run_s = time.perf_counter() - t0
-                ref = None
-                ref_path = (spec.get("reference") or {}).get(h)
-                if ref_path and getattr(fn, "supports_reference", True) and os.path.exists(ref_path):
-                    ref = torch.load(ref_path, map_location="cpu", weights_only=True)
+                module = model if isinstance(model, torch.nn.Module) else None
+                ref = torch.load(ref_path, map_location="cpu", weights_only=True) if with_ref else None
                 progress(f"{h}: collecting")
-                payload = mon.collect(model if isinstance(model, torch.nn.Module) else None, reference=ref)
+                payload = mon.collect(module, reference=ref)
+                if probe is not None:
+                    payload["probe"] = probe.collect(module)
                 progress(f"{h}: gathering (all_gather_object)")
                 payloads = gather(payload)
                 if rank == 0:
-                    results.append(finish_check(compute(payloads, spec.get("reference_rtol")), spec, model,
+                    ref_probe = None
+                    if with_ref and os.path.exists(probe_path(ref_path)):
+                        ref_probe = torch.load(probe_path(ref_path), map_location="cpu", weights_only=True)
+                    results.append(finish_check(compute(payloads, spec.get("reference_rtol"), ref_probe), spec, model,
                                                 harness=h, backend=backend, t0=t0, run_s=run_s,
                                                 compile_mode=compile_mode, compiled_regions=compiled["n"]))
             elif mode == "reference":

@@ -498,3 +498,28 @@ def test_not_reached_in_a_file_never_imported_is_named_and_no_path_warning_when_
     results[0]["loaded_files"] = []
     runtime_cli._warn_if_nothing_matched(report, results)
     assert "PYTHONPATH" in capsys.readouterr().err
+
+
+def test_a_localized_wrong_gradient_with_no_bad_site_inside_is_reported_at_the_module(tmp_path):
+    """--reference: a gradient wrong identically on every rank (no site looked bad) is reported
+    where it first goes wrong, the module's forward, with the conversions inside it related; the
+    parameter's DTP904 names the module. Where a bad site inside explains it, no second finding."""
+    mod = package(tmp_path)
+    loc = {"module": "layers.0.moe", "summary": "the gradient goes wrong inside `layers.0.moe`: its output gradient "
+           "matches the one-rank reference, but input 0 gradient = reference + 1x the `layers.0.moe.router` path",
+           "location": {"path": str(mod), "line": 4},
+           "sites": [{"api": "from_local", "path": str(mod), "line": 5, "module": "layers.0.moe.router", "hook": "pre",
+                      "verdict": "refuted", "declared": None}], "wrong_params": []}
+    res = {"harness": "h", "sites": [], "localization": [loc],
+           "params": [{"name": "embed.weight", "status": "agree", "matches_reference": False,
+                       "reference_rel_diff": {"0": 0.3}, "location": {"path": str(mod), "line": 2}}]}
+    report = merge.merge(Report(findings=[], errors=[]), [res], str(tmp_path), reference=True)
+    at = {(f.code, f.line): f for f in report.findings}
+    module = at[("DTP904", 4)]
+    assert "inside `layers.0.moe`" in module.message and "`from_local` at pkg/nn/modeling.py:5" in module.message
+    assert [(r.path, r.line) for r in module.related] == [("pkg/nn/modeling.py", 5)]
+    assert "reference + 1x the `layers.0.moe.router` path" in at[("DTP904", 2)].message
+    # a confirmed site inside: it is the cause, reported there; no module finding
+    loc["sites"][0]["verdict"] = "confirmed"
+    report = merge.merge(Report(findings=[], errors=[]), [res], str(tmp_path), reference=True)
+    assert [(f.code, f.line) for f in report.findings if f.code == "DTP904"] == [("DTP904", 2)]

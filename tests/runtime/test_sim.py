@@ -175,3 +175,19 @@ def test_same_numbers_as_gloo():
         return {(f["code"], f["line"]): f["runtime"]["evidence"]["per_rank_grad_norms"] for f in data["findings"]}
 
     assert norms(sim) == norms(gloo) and len(norms(sim)) == 2
+
+
+def test_branch_reduced_twice_and_its_localization_in_sim():
+    """The from_local double count and the --reference localization need per-rank sketches and
+    from_local's backward share: both work on simulated ranks as on gloo."""
+    proc, data = _confirm(["fixtures/branch_double_count.py", "fixtures/branch_double_count_fixed.py",
+                           "--harness", "fixtures/harnesses/branch_double_count.py:harness",
+                           "--harness", "fixtures/harnesses/branch_double_count_fixed.py:harness"],
+                          extra=["--reference"])
+    assert proc.returncode == 1, proc.stderr
+    codes = _by_code(data)
+    (f902,) = codes["DTP902"]
+    assert f902["path"] == "fixtures/branch_double_count.py" and f902["runtime"]["verdict"] == "double-count"
+    (f904,) = codes["DTP904"]
+    assert "inside `layer`" in f904["message"] and "reference + 1x the `layer.router` path" in f904["message"]
+    assert not [f for f in data["findings"] if "_fixed" in f["path"]]
