@@ -7,7 +7,11 @@ class ReferenceGradientMismatch(RuntimeOnlyRule):
     """
     What it does
         Reported by `placement-lint confirm --reference` for every parameter whose gradient
-        (`full_tensor()` of it) differs from the gradient of the same harness run on one rank.
+        (`full_tensor()` of it) differs from the gradient of the same harness run on one rank,
+        naming the module where the wrong gradient first appears (the innermost one whose output
+        gradient matches the one-rank run while an input's does not); and at that module's
+        `forward` itself when no site inside it was found bad, with the DTensor entries and exits
+        inside it as related locations.
 
     Why it breaks the gradient
         An equality test across ranks cannot see every bug: a gradient can be identical on every
