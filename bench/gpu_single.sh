@@ -29,8 +29,8 @@ step 2 && secs $PY -m placement_lint confirm fixtures/ $ALL --nproc 1 --backend 
 step 3 && secs $PY -m placement_lint confirm fixtures/ $ALL --nproc 2 --backend gloo --reference --format json -o "$out/suite_gloo2.json" 2> "$out/suite_gloo2.err"
 # 4. wall time with and without the monitor: NCCL one rank, gloo two ranks
 if step 4; then
-  $PY bench/runtime_bench.py --nproc 1 --backend nccl --repeat 2 > "$out/bench_nccl1.txt" 2>&1; tail -8 "$out/bench_nccl1.txt"
-  $PY bench/runtime_bench.py --nproc 2 --backend gloo --repeat 2 > "$out/bench_gloo2.txt" 2>&1; tail -8 "$out/bench_gloo2.txt"
+  $PY bench/runtime_bench.py --nproc 1 --backend nccl --repeat 1 > "$out/bench_nccl1.txt" 2>&1; tail -8 "$out/bench_nccl1.txt"
+  $PY bench/runtime_bench.py --nproc 2 --backend gloo --repeat 1 > "$out/bench_gloo2.txt" 2>&1; tail -8 "$out/bench_gloo2.txt"
 fi
 # 5. the runtime tests under torch 2.11 (the 2-GPU NCCL test skips)
 if step 5; then

@@ -231,19 +231,23 @@ def _sim_sketch(g, rec: dict, sim) -> None:
 
 
 def module_locations(model, modules: list[str]) -> dict[str, dict]:
-    """Where each named module's forward is defined (user code only): for the finding's location."""
+    """Where each named module's forward is defined, in user code: a torch module (nn.Linear) is
+    placed at the nearest enclosing module whose forward the user wrote."""
     import inspect
 
     out = {}
     named = dict(model.named_modules()) if model is not None else {}
     for name in modules:
-        mod = named.get(name)
-        fwd = getattr(type(mod), "forward", None) if mod is not None else None
-        try:
-            path = inspect.getsourcefile(fwd) if fwd is not None else None
-            _lines, line = inspect.getsourcelines(fwd) if path else ([], 0)
-        except (OSError, TypeError):
-            path, line = None, 0
-        if path:
-            out[name] = {"path": path, "line": line, "class": type(mod).__name__}
+        parts = name.split(".") if name else []
+        for depth in range(len(parts), -1, -1):
+            mod = named.get(".".join(parts[:depth]))
+            fwd = getattr(type(mod), "forward", None) if mod is not None else None
+            try:
+                path = inspect.getsourcefile(fwd) if fwd is not None else None
+                line = inspect.getsourcelines(fwd)[1] if path else 0
+            except (OSError, TypeError):
+                path, line = None, 0
+            if path and _monitor._is_user_file(path):
+                out[name] = {"path": path, "line": line, "class": type(mod).__name__}
+                break
     return out

@@ -81,6 +81,9 @@ def test_a_wrong_own_parameter_localizes_to_its_module_and_a_wrong_output_does_n
     params = [{"name": "mlp.w", "matches_reference": False, "reference_scale": {"0": [2.0, 1.0]}}]
     out = localize.localize(_payloads([good, good]), ref, 1e-3, [], params)
     assert [loc["module"] for loc in out] == ["mlp"] and "parameter `mlp.w` gradient = 2x the reference" in out[0]["summary"]
+    # a parameter whose replicas already diverge (DTP901) is no evidence of where it went wrong
+    diverging = [dict(params[0], status="diverging")]
+    assert localize.localize(_payloads([good, good]), ref, 1e-3, [], diverging) == []
     # an output that already disagrees: the error came from outside (downstream) this module
     bad_out = [_rec("", "out0", OUT), _rec("mlp", "out0", [9.0, 9.0, 9.0, 9.0]), _rec("mlp", "in0", [0.0] * 4)]
     assert [loc["module"] for loc in localize.localize(_payloads([bad_out, bad_out]), ref, 1e-3, [], [])] == []

@@ -93,6 +93,10 @@ def test_fixture_suite_2_ranks_with_verify_fix(tmp_path):
     assert ("DTP904", "fixtures/ep_full_tensor.py") in codes
     # fixed twins and negatives: nothing comes out of them
     assert not [f for f in data["findings"] if "_fixed" in f["path"] or "negatives" in f["path"]]
+    # every finding is in the fixtures (a localized module is placed in user code, never in torch's
+    # nn.Linear), and a parameter already reported as diverging (DTP901) is not localized again
+    assert all(f["path"].startswith("fixtures/") for f in data["findings"]), [f["path"] for f in data["findings"]]
+    assert ("DTP904", "fixtures/token_split.py") not in codes
     print(f"fixture suite, 2 ranks, reference + check + verify-fix: {elapsed:.1f}s")
 
 
