@@ -181,13 +181,22 @@ def emit(report, fmt: str, out: str, output_file: Path | None, color: bool = Fal
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
 @click.option("--only-changed", metavar="REV",
               help="Report only findings on lines changed since git revision REV (for review bots), e.g. origin/main.")
+@click.option("--project-root", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Project the given files belong to (default: the nearest directory above them with "
+                   "pyproject.toml, placement-lint.toml, setup.cfg, setup.py or .git).")
+@click.option("--no-project", is_flag=True,
+              help="Given files only: analyse just them, not the project around them.")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only: no summary line, no warnings.")
 def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tuple[str, ...],
           extend_select: tuple[str, ...], ignore: tuple[str, ...], min_confidence: str | None,
           exclude: tuple[str, ...], extend_exclude: tuple[str, ...], no_respect_gitignore: bool,
           config_path: Path | None, jobs: int, no_cache: bool, cache_dir: Path | None, statistics: bool,
-          show_fixes: bool, exit_zero: bool, only_changed: str | None, quiet: bool) -> int:
-    """Lint PATHS (files or directories; default: the current directory)."""
+          show_fixes: bool, exit_zero: bool, only_changed: str | None, project_root: Path | None,
+          no_project: bool, quiet: bool) -> int:
+    """Lint PATHS (files or directories; default: the current directory).
+
+    Given files only (pre-commit, an editor), the project around them is analysed and the
+    findings located in or caused by them are reported (see --project-root, --no-project)."""
     from placement_lint import engine, reporters
     from placement_lint.config import load_config
 
@@ -201,7 +210,19 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
         "respect_gitignore": False if no_respect_gitignore else None,
     }
     config = load_config(Path.cwd(), config_path, overrides)
-    report = engine.lint(list(paths) or ["."], config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir)
+    targets, scope = list(paths) or ["."], None
+    if paths and not no_project and all(os.path.isfile(p) for p in paths):
+        from placement_lint.project import Scope, find_root
+
+        root = project_root or find_root(paths, Path.cwd())
+        if root is not None:
+            # the whole project for the index; the given files stay named (excludes spare them)
+            targets, scope = [str(root), *paths], Scope(paths, Path.cwd())
+    elif project_root is not None:
+        raise UsageError("--project-root applies when PATHS are files (the files of a commit, an editor's buffer)")
+    report = engine.lint(targets, config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir)
+    if scope is not None:
+        scope.restrict(report)
     if only_changed:
         from placement_lint.changed import changed_lines, keep
 

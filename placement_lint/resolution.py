@@ -188,6 +188,7 @@ class Resolver:
                 self.roots.append(root)
         self._scans: dict[str, ModuleScan] = {}
         self._memo: dict[tuple[str, str], tuple[str, str] | None] = {}
+        self._modules: dict[tuple, str | None] = {}  # module_file's memo
 
     def package_root_of_dir(self, d: str) -> str:
         """The directory above `d`'s package chain (where `import outermost_package` starts)."""
@@ -230,15 +231,23 @@ class Resolver:
 
     # -- modules --------------------------------------------------------------------------------
     def module_file(self, base: str, parts: list[str]) -> str | None:
-        """The file of module `parts` under directory `base`, if there is one."""
+        """The file of module `parts` under directory `base`, if there is one (memoised: every
+        reference tries each import root and each dotted prefix, mostly the same ones)."""
+        key = (base, *parts)
+        if key in self._modules:
+            return self._modules[key]
+        found = None
         if not parts:
             init = os.path.join(base, "__init__.py")
-            return init if self.isfile(init) else None
-        stem = os.path.join(base, *parts)
-        for candidate in (stem + ".py", os.path.join(stem, "__init__.py")):
-            if self.isfile(candidate):
-                return candidate
-        return None
+            found = init if self.isfile(init) else None
+        else:
+            stem = os.path.join(base, *parts)
+            for candidate in (stem + ".py", os.path.join(stem, "__init__.py")):
+                if self.isfile(candidate):
+                    found = candidate
+                    break
+        self._modules[key] = found
+        return found
 
     def bases_for(self, from_path: str) -> list[str]:
         """Directories an absolute import in `from_path` may be resolved from, nearest first."""
