@@ -186,13 +186,18 @@ def emit(report, fmt: str, out: str, output_file: Path | None, color: bool = Fal
                    "pyproject.toml, placement-lint.toml, setup.cfg, setup.py or .git).")
 @click.option("--no-project", is_flag=True,
               help="Given files only: analyse just them, not the project around them.")
+@click.option("--write-baseline", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Record the findings of this run in FILE (legacy code to accept for now) and exit 0.")
+@click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Report only findings not recorded in FILE (by rule, file, symbol and the flagged code, "
+                   "so edits elsewhere keep them matched); stale entries are reported.")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only: no summary line, no warnings.")
 def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tuple[str, ...],
           extend_select: tuple[str, ...], ignore: tuple[str, ...], min_confidence: str | None,
           exclude: tuple[str, ...], extend_exclude: tuple[str, ...], no_respect_gitignore: bool,
           config_path: Path | None, jobs: int, no_cache: bool, cache_dir: Path | None, statistics: bool,
           show_fixes: bool, exit_zero: bool, only_changed: str | None, project_root: Path | None,
-          no_project: bool, quiet: bool) -> int:
+          no_project: bool, write_baseline: Path | None, baseline_path: Path | None, quiet: bool) -> int:
     """Lint PATHS (files or directories; default: the current directory).
 
     Given files only (pre-commit, an editor), the project around them is analysed and the
@@ -220,9 +225,36 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
             targets, scope = [str(root), *paths], Scope(paths, Path.cwd())
     elif project_root is not None:
         raise UsageError("--project-root applies when PATHS are files (the files of a commit, an editor's buffer)")
+    if write_baseline is not None and baseline_path is not None:
+        raise UsageError("--write-baseline and --baseline cannot be combined")
+    entries = None
+    if baseline_path is not None:
+        from placement_lint.fingerprint import read_baseline
+
+        entries = read_baseline(baseline_path)  # before the run: a bad file costs no analysis
     report = engine.lint(targets, config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir)
     if scope is not None:
         scope.restrict(report)
+    if write_baseline is not None:
+        from placement_lint.fingerprint import write_baseline as write
+
+        n = write(write_baseline, report.findings)
+        if not quiet:
+            click.echo(f"{PROG}: wrote {n} finding(s) to the baseline {write_baseline}", err=True)
+        import dataclasses
+
+        accepted = dataclasses.replace(report, findings=[])
+        emit(accepted, fmt, reporters.render(accepted, fmt), output_file)
+        return 2 if report.errors else 0
+    if entries is not None:
+        from placement_lint.fingerprint import apply_baseline
+
+        report.findings, stale = apply_baseline(report.findings, entries)
+        if stale and not quiet and scope is None and not only_changed:
+            shown = ", ".join(f"{e.get('code')} {e.get('path')} {e.get('symbol') or ''}".rstrip() for e in stale[:5])
+            click.echo(f"{PROG}: warning: {len(stale)} baseline entr{'y' if len(stale) == 1 else 'ies'} matched no "
+                       f"finding (fixed, or the flagged code changed): {shown}{', ...' if len(stale) > 5 else ''}; "
+                       f"rewrite it with --write-baseline", err=True)
     if only_changed:
         from placement_lint.changed import changed_lines, keep
 

@@ -204,13 +204,6 @@ def _artifact(path: str) -> dict[str, Any]:
     return {"uri": quote(posix, safe="/"), "uriBaseId": "%SRCROOT%"}
 
 
-def _fingerprint(f: Finding) -> str:
-    import hashlib
-
-    # Line numbers are left out so the fingerprint survives edits above the finding.
-    key = "\0".join((f.code, f.path.replace(os.sep, "/"), f.symbol, f.message))
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
 
 def _sarif_rules(findings: list[Finding]) -> list[dict[str, Any]]:
     from placement_lint.rule import all_rules
@@ -246,8 +239,10 @@ def _sarif(report: Report, runtime_summary: dict[str, int] | None = None) -> dic
 
     rules = _sarif_rules(report.findings)
     index = {r["id"]: i for i, r in enumerate(rules)}
+    from placement_lint.fingerprint import fingerprints
+
     results = []
-    for f in report.findings:
+    for f, fp in zip(report.findings, fingerprints(report.findings)):
         result: dict[str, Any] = {
             "ruleId": f.code,
             "ruleIndex": index[f.code],
@@ -267,7 +262,7 @@ def _sarif(report: Report, runtime_summary: dict[str, int] | None = None) -> dic
                     **({"logicalLocations": [{"fullyQualifiedName": f.symbol}]} if f.symbol else {}),
                 }
             ],
-            "partialFingerprints": {"placementLint/v1": _fingerprint(f)},
+            "partialFingerprints": {"placementLint/v2": fp},
             "properties": {"confidence": str(f.confidence), **({"runtime": f.runtime} if f.runtime else {})},
         }
         if f.related:

@@ -242,7 +242,7 @@ def test_sarif_structure(report):
         loc = r["locations"][0]["physicalLocation"]
         assert loc["artifactLocation"]["uriBaseId"] == "%SRCROOT%"
         _region_ok(loc["region"])
-        fp = r["partialFingerprints"]["placementLint/v1"]
+        fp = r["partialFingerprints"]["placementLint/v2"]
         assert isinstance(fp, str) and len(fp) == 32
     first = res[0]
     assert first["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "src/model.py"
