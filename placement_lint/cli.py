@@ -191,13 +191,16 @@ def emit(report, fmt: str, out: str, output_file: Path | None, color: bool = Fal
 @click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Report only findings not recorded in FILE (by rule, file, symbol and the flagged code, "
                    "so edits elsewhere keep them matched); stale entries are reported.")
+@click.option("--stdin-filename", metavar="PATH",
+              help="With PATHS `-`: the source on stdin is the file PATH (analysed in its project; PATH need not exist).")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only: no summary line, no warnings.")
 def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tuple[str, ...],
           extend_select: tuple[str, ...], ignore: tuple[str, ...], min_confidence: str | None,
           exclude: tuple[str, ...], extend_exclude: tuple[str, ...], no_respect_gitignore: bool,
           config_path: Path | None, jobs: int, no_cache: bool, cache_dir: Path | None, statistics: bool,
           show_fixes: bool, exit_zero: bool, only_changed: str | None, project_root: Path | None,
-          no_project: bool, write_baseline: Path | None, baseline_path: Path | None, quiet: bool) -> int:
+          no_project: bool, write_baseline: Path | None, baseline_path: Path | None, stdin_filename: str | None,
+          quiet: bool) -> int:
     """Lint PATHS (files or directories; default: the current directory).
 
     Given files only (pre-commit, an editor), the project around them is analysed and the
@@ -215,8 +218,17 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
         "respect_gitignore": False if no_respect_gitignore else None,
     }
     config = load_config(Path.cwd(), config_path, overrides)
+    overlay = None
+    if "-" in paths:
+        if len(paths) > 1:
+            raise UsageError("`-` (stdin) must be the only PATH")
+        name = stdin_filename or "stdin.py"
+        overlay = {name: sys.stdin.buffer.read()}
+        paths = (name,)
+    elif stdin_filename is not None:
+        raise UsageError("--stdin-filename needs PATHS `-` (the source on stdin)")
     targets, scope = list(paths) or ["."], None
-    if paths and not no_project and all(os.path.isfile(p) for p in paths):
+    if paths and not no_project and all(os.path.isfile(p) or (overlay and p in overlay) for p in paths):
         from placement_lint.project import Scope, find_root
 
         root = project_root or find_root(paths, Path.cwd())
@@ -232,7 +244,8 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
         from placement_lint.fingerprint import read_baseline
 
         entries = read_baseline(baseline_path)  # before the run: a bad file costs no analysis
-    report = engine.lint(targets, config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir)
+    report = engine.lint(targets, config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir,
+                         overlay=overlay)
     if scope is not None:
         scope.restrict(report)
     if write_baseline is not None:

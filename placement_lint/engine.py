@@ -210,13 +210,20 @@ def lint(
     use_cache: bool = True,
     cache_dir: Path | None = None,
     cwd: Path | None = None,
+    overlay: dict[str, bytes] | None = None,
 ) -> Report:
+    """`overlay`: {path: bytes} analysed instead of what the disk holds (an editor's unsaved
+    buffer, stdin); such a path need not exist."""
     from placement_lint import prefilter
     from placement_lint.discovery import discover
 
     start = time.perf_counter()
     cwd = (cwd or Path.cwd()).resolve()
-    files = discover(paths, config)
+    overlay = {os.path.normpath(os.path.join(cwd, p)): data for p, data in (overlay or {}).items()}
+    files = discover([p for p in paths if os.path.normpath(os.path.join(cwd, p)) not in overlay or os.path.exists(p)],
+                     config)
+    known = {os.path.normpath(os.path.join(cwd, f)) for f in files}
+    files += [Path(p) for p in overlay if p not in known]
     if cache_dir is None and use_cache:
         cache_dir = Path(getattr(config, "root", cwd)) / ".placement_lint_cache"
     # the stat manifest pays off on trees; for the few files a pre-commit hook passes, reading them is cheaper
@@ -239,6 +246,14 @@ def lint(
     to_read: list[tuple[int, Path, str, os.stat_result]] = []
     for i, path in enumerate(files):
         shown = display_path(path, cwd)
+        data = overlay.get(os.path.normpath(os.path.join(cwd, path))) if overlay else None
+        if data is not None:  # never from the manifest, never recorded in it: not the disk's bytes
+            from placement_lint.cache import digest
+
+            candidate = prefilter.might_match(data)
+            slots[i] = (shown, Source(path, data, digest(data) if candidate else ""), candidate)
+            unchanged = False
+            continue
         try:
             st = os.stat(path)
         except OSError as exc:
