@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -92,6 +93,10 @@ def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_
     for p in paths:
         if not os.path.exists(p):
             raise UsageError(f"{p}: no such file or directory")
+    from placement_lint.runtime.harness import check_harness
+
+    for h in harnesses:
+        check_harness(h, cwd)  # before the static pass and any launch: seconds, not a traceback
     config = load_config(Path(cwd), config_path, None)
     report = engine.lint(paths, config)
     watch = merge.watch_lines(report, cwd)
@@ -116,9 +121,24 @@ def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_
     opts = LaunchOptions(nproc=nproc, backend=backend, timeout=timeout, nnodes=nnodes, node_rank=node_rank,
                          rdzv_endpoint=rdzv_endpoint, master_addr=master_addr, master_port=master_port,
                          keep_dir=keep_dir)
-    work = keep_dir or tempfile.mkdtemp(prefix="placement-lint-ref-")
     if reference_rtol is not None and not (reference or verify_fix):
         raise UsageError("--reference-rtol needs --reference (or --verify-fix, which runs the reference)")
+    # the reference run's gradients live here; removed at the end unless --keep-dir
+    work = keep_dir or (tempfile.mkdtemp(prefix="placement-lint-ref-") if reference or verify_fix else "")
+    try:
+        return _confirm_runs(report, harnesses, cwd, watch, opts, work, keep_dir, reference, verify_fix,
+                             reference_rtol, nproc, backend, timeout, fmt, output_file)
+    finally:
+        if work and not keep_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _confirm_runs(report, harnesses, cwd, watch, opts, work, keep_dir, reference, verify_fix, reference_rtol,
+                  nproc, backend, timeout, fmt, output_file) -> int:
+    from placement_lint import reporters
+    from placement_lint.runtime import merge
+    from placement_lint.runtime.launcher import LaunchOptions, launch
+
     base_spec = {"harnesses": list(harnesses), "cwd": cwd, "mode": "check", "watch": watch,
                  "reference_rtol": reference_rtol}
 

@@ -131,3 +131,50 @@ def harness_source_path(spec: str, cwd: str | os.PathLike | None = None) -> Path
     if found is not None and found.origin and found.origin.endswith(".py"):
         return Path(found.origin)
     return None
+
+
+def check_harness(spec: str, cwd: str | os.PathLike | None = None) -> None:
+    """Refuse a harness that cannot load, before any rank starts (UsageError, one line): a missing
+    file or module, a syntax error (file:line), no top-level `def`/assignment of the function.
+    Static: the harness is not imported here (the ranks do that)."""
+    import ast
+
+    cwd = Path(cwd or os.getcwd())
+    target, _, func = spec.rpartition(":")
+    if not target or "/" in func or func.endswith(".py"):
+        target, func = spec, "harness"
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        path = Path(target) if Path(target).is_absolute() else cwd / target
+        if not path.is_file():
+            raise UsageError(f"harness file not found: {target}")
+    else:
+        if str(cwd) not in sys.path:
+            sys.path.insert(0, str(cwd))
+        try:
+            found = importlib.util.find_spec(target)
+        except (ImportError, ValueError) as exc:
+            raise UsageError(f"cannot import harness module {target!r}: {exc}") from None
+        if found is None:
+            raise UsageError(f"cannot import harness module {target!r}: no such module")
+        if not (found.origin and found.origin.endswith(".py")):
+            return  # a compiled or namespace module: the ranks will tell
+        path = Path(found.origin)
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise UsageError(f"harness {spec!r}: syntax error at {path}:{exc.lineno}: {exc.msg}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"harness {spec!r}: cannot read {path}: {exc}") from None
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif not isinstance(node, (ast.Expr, ast.Pass)):
+            return  # defined under a condition, a loop, a try: the ranks will tell
+    if func not in names:
+        raise UsageError(f"harness {spec!r}: {path.name} defines no top-level {func!r}")

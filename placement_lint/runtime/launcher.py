@@ -179,10 +179,22 @@ def _pdeathsig_term():
 
 
 def launch(spec: dict, opts: LaunchOptions) -> dict:
-    """Run `spec` (see worker.py) on opts.nproc ranks; return rank 0's result dict."""
+    """Run `spec` (see worker.py) on opts.nproc ranks; return rank 0's result dict.
+
+    The launch's folder (spec, result, progress, the log, and torchrun's own `torchelastic_*`
+    folders: TMPDIR points into it) is removed after a successful launch; after a failure it is
+    kept, because the error names its log. `--keep-dir` keeps everything."""
     backend = resolve_backend(opts.backend, opts.nproc)
     tmp = tempfile.mkdtemp(prefix="placement-lint-") if not opts.keep_dir else opts.keep_dir
     os.makedirs(tmp, exist_ok=True)
+    result = _launch_in(tmp, backend, spec, opts)
+    if not opts.keep_dir:
+        shutil.rmtree(tmp, ignore_errors=True)
+        result.pop("log", None)
+    return result
+
+
+def _launch_in(tmp: str, backend: str, spec: dict, opts: LaunchOptions) -> dict:
     spec = dict(spec)
     spec.update({
         "backend": backend,
@@ -218,6 +230,7 @@ def launch(spec: dict, opts: LaunchOptions) -> dict:
     env.update(spec_env)
     env.update(opts.extra_env)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["TMPDIR"] = tmp  # torchrun's torchelastic_* folders go with the launch's folder
     env.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
     # the worker must import this very placement_lint, wherever the user runs from
     pkg_root = str(Path(__file__).resolve().parents[2])

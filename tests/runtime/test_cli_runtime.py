@@ -109,3 +109,40 @@ def test_confirm_does_not_match_a_changed_installed_copy_and_warns(tmp_path, roo
     assert lines[-2].startswith("runtime: 1 harness, ") and "0/" in lines[-2], lines[-2:]
     assert proc.stderr.count("has other contents") == 1, proc.stderr
     assert str(tmp_path / "site" / "tpkg" / "model.py") in proc.stderr
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("fixtures/harnesses/nope.py:harness", "harness file not found"),
+    ("fixtures/harnesses/tp_expert_matmul.py:nope", "defines no top-level 'nope'"),
+    ("{bad}:harness", "syntax error at"),
+    ("no_such_pkg_xyz.mod:harness", "cannot import harness module"),
+])
+def test_a_bad_harness_is_refused_before_any_rank_starts(tmp_path, monkeypatch, spec, message):
+    from click.testing import CliRunner
+
+    from placement_lint.cli import cli
+    from placement_lint.runtime import launcher
+
+    bad = tmp_path / "bad.py"
+    bad.write_text("def harness(ctx:\n")
+    monkeypatch.setattr(launcher, "launch", lambda *a, **k: pytest.fail("a rank was started"))
+    res = CliRunner().invoke(cli, ["confirm", "fixtures/tp_expert_matmul.py", "--harness",
+                                   spec.format(bad=bad), "--nproc", "2", "--backend", "gloo"])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.multiprocess
+def test_no_temporary_directory_is_left_behind(tmp_path):
+    """The launch folders, the reference run's folder and torchrun's torchelastic_* folders go;
+    --keep-dir keeps them where asked."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    args = ["confirm", "fixtures/tp_expert_matmul.py", "--harness", "fixtures/harnesses/tp_expert_matmul.py:harness",
+            "--nproc", "2", "--backend", "gloo"]
+    proc = run_cli([*args, "--verify-fix"], env_extra={"TMPDIR": str(tmp)})
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(p.name for p in tmp.iterdir()) == []
+    keep = tmp_path / "keep"
+    proc = run_cli([*args, "--keep-dir", str(keep)], env_extra={"TMPDIR": str(tmp)})
+    assert proc.returncode == 1 and (keep / "launch.log").exists()
+    assert sorted(p.name for p in tmp.iterdir()) == []
