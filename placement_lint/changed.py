@@ -27,8 +27,27 @@ def _git(args: list[str], cwd: Path) -> str:
     return res.stdout
 
 
+def _check_repository(base: str, cwd: Path) -> None:
+    """Clear errors before any diff: not in a git work tree (a plain `git diff` there would
+    compare files outside git), or a revision this checkout lacks (CI clones are shallow or
+    detached: fetch the base first)."""
+    try:
+        inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=cwd, capture_output=True,
+                                text=True, check=False)
+    except FileNotFoundError:
+        raise UsageError("--only-changed needs git, which is not installed") from None
+    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        raise UsageError(f"--only-changed needs a git repository: {cwd} is not inside a git work tree")
+    rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"], cwd=cwd,
+                         capture_output=True, text=True, check=False)
+    if rev.returncode != 0:
+        raise UsageError(f"--only-changed: this checkout has no revision {base!r} (a shallow or detached CI "
+                         f"checkout: fetch it first, e.g. `git fetch origin <branch>`, or pass a commit)")
+
+
 def changed_lines(base: str, cwd: Path) -> dict[str, set[int] | None]:
     """{path relative to cwd (posix): changed line numbers, or None for a whole new file}."""
+    _check_repository(base, cwd)
     out: dict[str, set[int] | None] = {}
     diff = _git(["diff", "--unified=0", "--no-color", "--no-ext-diff", "--relative", base, "--"], cwd)
     current: str | None = None
