@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from placement_lint import api, prefilter
-from placement_lint.suppression import scan
+from placement_lint.suppression import named, scan
 
 #: bump when the shape or meaning of facts changes: part of every cache key
-FACTS_VERSION = 3
+FACTS_VERSION = 4
 
 
 def _word_char(c: str) -> bool:
@@ -98,6 +98,7 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
     positions = {"full": "all", "positions": "sites"}.get(mode_base, "none")
     result = analyze_blocks(blocks, positions=positions, rank_fields=keyword_fields | attribute_fields)
     result["suppressions"] = scan(text)
+    result["suppression_names"] = named(text)
     result["dp_context"] = data_parallel_context(text)
     result["parsed"] = True
     result["mode"] = mode

@@ -241,6 +241,13 @@ def _sarif(report: Report, runtime_summary: dict[str, int] | None = None) -> dic
     index = {r["id"]: i for i, r in enumerate(rules)}
     from placement_lint.fingerprint import fingerprints
 
+    from placement_lint.columns import Lines, utf16
+
+    lines = Lines()
+
+    def col(path: str, line: int, column: int) -> int:  # SARIF's default columnKind: UTF-16 code units
+        return utf16(lines, path, line, column)
+
     results = []
     for f, fp in zip(report.findings, fingerprints(report.findings)):
         result: dict[str, Any] = {
@@ -254,9 +261,9 @@ def _sarif(report: Report, runtime_summary: dict[str, int] | None = None) -> dic
                         "artifactLocation": _artifact(f.path),
                         "region": {
                             "startLine": f.line,
-                            "startColumn": f.column,
+                            "startColumn": col(f.path, f.line, f.column),
                             "endLine": f.end_line,
-                            "endColumn": f.end_column,
+                            "endColumn": col(f.path, f.end_line, f.end_column),
                         },
                     },
                     **({"logicalLocations": [{"fullyQualifiedName": f.symbol}]} if f.symbol else {}),
@@ -284,7 +291,8 @@ def _sarif(report: Report, runtime_summary: dict[str, int] | None = None) -> dic
                             "artifactLocation": _artifact(f.path),
                             "replacements": [
                                 {
-                                    "deletedRegion": {"startLine": l, "startColumn": c, "endLine": el, "endColumn": ec},
+                                    "deletedRegion": {"startLine": l, "startColumn": col(f.path, l, c), "endLine": el,
+                                                      "endColumn": col(f.path, el, ec)},
                                     "insertedContent": {"text": text},
                                 }
                                 for l, c, el, ec, text in edits
@@ -320,6 +328,7 @@ def _sarif(report: Report, runtime_summary: dict[str, int] | None = None) -> dic
                     }
                 },
                 "originalUriBaseIds": {"%SRCROOT%": {"uri": Path.cwd().as_uri().rstrip("/") + "/"}},
+                "columnKind": "utf16CodeUnits",  # SARIF's default, said explicitly: columns are converted
                 "invocations": [
                     {"executionSuccessful": not report.errors, "toolExecutionNotifications": notifications}
                 ],
@@ -371,20 +380,28 @@ def _rd_range(line: int, column: int, end_line: int, end_column: int) -> dict[st
 
 
 def _rdjson(report: Report) -> dict[str, Any]:
+    from placement_lint.columns import Lines, utf8
+
+    lines = Lines()
+
+    def rng(path: str, line: int, column: int, end_line: int, end_column: int) -> dict[str, Any]:
+        # reviewdog counts columns in UTF-8 bytes
+        return _rd_range(line, utf8(lines, path, line, column), end_line, utf8(lines, path, end_line, end_column))
+
     diagnostics = []
     for f in report.findings:
         diag: dict[str, Any] = {
             "message": f.message,
             "location": {
                 "path": f.path.replace(os.sep, "/"),
-                "range": _rd_range(f.line, f.column, f.end_line, f.end_column),
+                "range": rng(f.path, f.line, f.column, f.end_line, f.end_column),
             },
             "severity": _RD_SEVERITY[f.confidence],
             "code": {"value": f.code},
         }
         edits = fix_edits(f.fix)
         if edits:
-            diag["suggestions"] = [{"range": _rd_range(l, c, el, ec), "text": text} for l, c, el, ec, text in edits]
+            diag["suggestions"] = [{"range": rng(f.path, l, c, el, ec), "text": text} for l, c, el, ec, text in edits]
         diagnostics.append(diag)
     return {
         "source": {"name": TOOL_NAME, "url": INFORMATION_URI},

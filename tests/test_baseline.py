@@ -73,3 +73,28 @@ def test_baseline_round_trip_stale_entries_and_errors(proj):
                       (["--baseline", "base.json", "--write-baseline", "x.json"], "cannot be combined")):
         res = run(".", *args)
         assert res.exit_code == 2 and msg in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("comment, kept", [
+    ("# placement-lint: ignore-file[DTP101]", False),
+    ("# placement-lint: ignore-file", False),
+    ("# placement-lint: ignore-file[to-local-without-grad-placements]", False),
+    ("# placement-lint: ignore-file[DTP201]", True),
+])
+def test_file_level_suppression(proj, comment, kept):
+    text = (proj / BUG).read_text()
+    (proj / BUG).write_text(text + f"\n{comment}\n")
+    res = run(".", "--format", "concise")
+    assert ("DTP101" in res.stdout) == kept, res.stdout
+
+
+def test_misspelt_suppressions_are_reported_where_they_are(proj):
+    text = (proj / BUG).read_text()
+    (proj / BUG).write_text(text.replace("h = x.to_local()  # expect: DTP101",
+                                         "h = x.to_local()  # placement-lint: ignore[DTP1O1]  # noqa: E501, DTP999"))
+    res = run(".", "--format", "concise")
+    lines = [ln for ln in res.stdout.splitlines() if "DTP001" in ln]
+    assert len(lines) == 2 and "`DTP1O1`" in lines[0] and "`DTP999`" in lines[1]
+    assert "DTP101" in res.stdout  # the misspelt comment silenced nothing
+    col = text.splitlines()[32].index("# expect") + len("# placement-lint: ignore[") + 1
+    assert lines[0].startswith(f"{BUG}:33:{col}:")

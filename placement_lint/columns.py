@@ -1,0 +1,48 @@
+"""Columns as each output format defines them. Findings carry 1-based columns counted in
+characters (Unicode code points), as the text and JSON formats print them. SARIF counts UTF-16
+code units unless a run says otherwise (its default `columnKind`, which GitHub code scanning
+uses); reviewdog's rdjson counts UTF-8 bytes. The same column differs between the three as soon
+as a line holds non-ASCII text before it (a comment in another script, an emoji in a string)."""
+
+from __future__ import annotations
+
+
+class Lines:
+    """The text of the lines findings point at, read once per file (relative to the cwd)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, list[str] | None] = {}
+
+    def get(self, path: str, line: int) -> str | None:
+        if path not in self._files:
+            try:
+                with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                    self._files[path] = fh.read().split("\n")
+            except OSError:
+                self._files[path] = None
+        lines = self._files[path]
+        if lines is None or not 1 <= line <= len(lines):
+            return None
+        return lines[line - 1]
+
+
+def _units(prefix: str, encoding: str, width: int) -> int:
+    return len(prefix.encode(encoding, errors="surrogatepass")) // width
+
+
+def utf16(lines: Lines, path: str, line: int, column: int) -> int:
+    """The 1-based code-point `column` of `line` as a 1-based UTF-16 code-unit column."""
+    text = lines.get(path, line)
+    if text is None or column < 1:
+        return column
+    prefix = text[: column - 1]
+    return 1 + _units(prefix, "utf-16-le", 2) + max(0, column - 1 - len(prefix))
+
+
+def utf8(lines: Lines, path: str, line: int, column: int) -> int:
+    """The 1-based code-point `column` of `line` as a 1-based UTF-8 byte column."""
+    text = lines.get(path, line)
+    if text is None or column < 1:
+        return column
+    prefix = text[: column - 1]
+    return 1 + _units(prefix, "utf-8", 1) + max(0, column - 1 - len(prefix))
