@@ -193,6 +193,13 @@ def emit(report, fmt: str, out: str, output_file: Path | None, color: bool = Fal
                    "so edits elsewhere keep them matched); stale entries are reported.")
 @click.option("--stdin-filename", metavar="PATH",
               help="With PATHS `-`: the source on stdin is the file PATH (analysed in its project; PATH need not exist).")
+@click.option("--fix", "do_fix", is_flag=True, help="Apply the safe fixes, then report what is left.")
+@click.option("--unsafe-fixes", is_flag=True,
+              help="With --fix or --diff: the unsafe fixes too (all of DTP101's: right only if ranks really do "
+                   "different work downstream; `confirm --verify-fix` proves that).")
+@click.option("--diff", "show_diff", is_flag=True, help="Print the fixes as a unified diff; change no file.")
+@click.option("--add-noqa", is_flag=True,
+              help="Append `# placement-lint: ignore[CODE]` to every reported line (accept today's findings).")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only: no summary line, no warnings.")
 def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tuple[str, ...],
           extend_select: tuple[str, ...], ignore: tuple[str, ...], min_confidence: str | None,
@@ -200,7 +207,7 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
           config_path: Path | None, jobs: int, no_cache: bool, cache_dir: Path | None, statistics: bool,
           show_fixes: bool, exit_zero: bool, only_changed: str | None, project_root: Path | None,
           no_project: bool, write_baseline: Path | None, baseline_path: Path | None, stdin_filename: str | None,
-          quiet: bool) -> int:
+          do_fix: bool, unsafe_fixes: bool, show_diff: bool, add_noqa: bool, quiet: bool) -> int:
     """Lint PATHS (files or directories; default: the current directory).
 
     Given files only (pre-commit, an editor), the project around them is analysed and the
@@ -239,6 +246,12 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
         raise UsageError("--project-root applies when PATHS are files (the files of a commit, an editor's buffer)")
     if write_baseline is not None and baseline_path is not None:
         raise UsageError("--write-baseline and --baseline cannot be combined")
+    if sum((do_fix, show_diff, add_noqa)) > 1:
+        raise UsageError("--fix, --diff and --add-noqa cannot be combined")
+    if unsafe_fixes and not (do_fix or show_diff):
+        raise UsageError("--unsafe-fixes needs --fix or --diff")
+    if (do_fix or show_diff or add_noqa) and overlay is not None:
+        raise UsageError("fixes change files: not with `-` (stdin)")
     entries = None
     if baseline_path is not None:
         from placement_lint.fingerprint import read_baseline
@@ -274,6 +287,34 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
         # the whole project is still analysed (cross-file facts), only the report is filtered
         changed = changed_lines(only_changed, Path.cwd())
         report.findings = [f for f in report.findings if keep(changed, f)]
+
+    if do_fix or show_diff or add_noqa:
+        from placement_lint import fixes
+
+        changes = fixes.noqa_changes(report.findings) if add_noqa else fixes.plan(report.findings, unsafe_fixes)
+        if show_diff:
+            click.echo(fixes.diff(changes), nl=False)
+            if not quiet:
+                n = sum(c[2] for c in changes.values())
+                click.echo(f"{PROG}: {n} fix(es) would change {len(changes)} file(s)"
+                           + ("" if unsafe_fixes or n or not any((f.fix or {}).get("edits") for f in report.findings)
+                              else " (the fixes available are unsafe: --unsafe-fixes)"), err=True)
+            return 1 if changes else (2 if report.errors else 0)
+        for path, (_old, new, _n) in changes.items():
+            fixes.write_atomic(path, new)
+        if not quiet:
+            what = "suppression(s) added" if add_noqa else "fix(es) applied"
+            click.echo(f"{PROG}: {sum(c[2] for c in changes.values())} {what} in {len(changes)} file(s)", err=True)
+        if changes:  # what is left, as the fixed files now read
+            report = engine.lint(targets, config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir)
+            if scope is not None:
+                scope.restrict(report)
+            if entries is not None:
+                from placement_lint.fingerprint import apply_baseline
+
+                report.findings, _stale = apply_baseline(report.findings, entries)
+            if only_changed:
+                report.findings = [f for f in report.findings if keep(changed, f)]
 
     color = (
         fmt in ("text", "concise")

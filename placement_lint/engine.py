@@ -417,6 +417,10 @@ def lint(
 
     findings = list(run_rules(index, config)) if facts else []
     findings.sort(key=Finding.sort_key)
+    if any((f.fix or {}).get("imports") for f in findings):
+        from placement_lint.fixes import complete_imports
+
+        complete_imports(findings)  # the fixes' import edits, read from the few files with fixes
     return Report(
         findings=findings,
         errors=errors,

@@ -384,10 +384,16 @@ class ToLocalWithoutGradPlacements(Rule):
         if site.get("pos") is None:
             return None  # first, position-free pass of the engine
         _, _, end_line, end_col = site["pos"]
-        value = "[Partial()]" if site["api"] == "full_tensor" else "(Partial(),)"
+        # one Partial() per mesh dim where the placements (so the mesh's rank) are known and
+        # none is Shard (a Shard dim keeps its own label, which the fix cannot spell)
+        kinds = site.get("placements")
+        n = len(kinds) if isinstance(kinds, list) and kinds and all(k in ("R", "P") for k in kinds) else 1
+        parts = ", ".join(["Partial()"] * n)
+        value = f"[{parts}]" if site["api"] == "full_tensor" else f"({parts},)"
         text = ("grad_placements=" if not site.get("nargs") else ", grad_placements=") + value
         return {
             "applicability": "unsafe",
-            "message": f"Declare the gradient Partial: grad_placements={value} (needs `from torch.distributed.tensor import Partial`)",
+            "message": f"Declare the gradient Partial: grad_placements={value}",
             "edits": [{"line": end_line, "column": end_col - 1, "end_line": end_line, "end_column": end_col - 1, "content": text}],
+            "imports": [["torch.distributed.tensor", "Partial"]],
         }

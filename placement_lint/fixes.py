@@ -1,0 +1,196 @@
+"""Applying fixes: `check --fix` (safe fixes), `--unsafe-fixes` (also the unsafe ones), `--diff`
+(show, write nothing), `--add-noqa` (suppress what is reported, at the reported line).
+
+A fix is a list of edits ({line, column, end_line, end_column, content}: 1-based, columns in
+characters, end exclusive) plus the names it needs (`imports`: [[module, name]]). Before any
+reporter sees a fix, `complete_imports` adds the edit that binds a missing name (after the
+module's last top-level import), so SARIF and rdjson suggestions carry it too. Edits are applied
+from the end of the file backwards; one overlapping an edit already taken is skipped (the next
+run picks it up). Writes are atomic (a temporary file in the same directory, then a rename) and
+keep the file's mode; a second run finds nothing left to change.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from typing import Any, Iterable
+
+from placement_lint.errors import UsageError
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _bound_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            names.update(a.asname or a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+    return names
+
+
+def _import_line(tree: ast.Module) -> int:
+    """1-based line before which a new top-level import goes: after the last top-level import
+    (or the module docstring / `from __future__` imports when there is none)."""
+    after = 0
+    for i, node in enumerate(tree.body):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            after = node.end_lineno or node.lineno
+        elif i == 0 and isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant) \
+                and isinstance(node.value.value, str):
+            after = node.end_lineno or node.lineno
+        elif after:
+            break
+    return after + 1
+
+
+def complete_imports(findings: Iterable[Any]) -> None:
+    """Add to each fix the edit that imports the names it needs and the file does not bind."""
+    trees: dict[str, ast.Module | None] = {}
+    for f in findings:
+        fix = f.fix or {}
+        needs = fix.get("imports") or []
+        if not needs or fix.get("imports_done"):
+            continue
+        if f.path not in trees:
+            text = _read(f.path)
+            try:
+                trees[f.path] = ast.parse(text) if text is not None else None
+            except SyntaxError:
+                trees[f.path] = None
+        tree = trees[f.path]
+        if tree is None:
+            continue
+        bound = _bound_names(tree)
+        line = _import_line(tree)
+        for module, name in needs:
+            if name not in bound:
+                fix.setdefault("edits", []).append({"line": line, "column": 1, "end_line": line, "end_column": 1,
+                                                    "content": f"from {module} import {name}\n"})
+        fix["imports_done"] = True
+
+
+def applicable(f: Any, unsafe: bool) -> bool:
+    fix = f.fix or {}
+    return bool(fix.get("edits")) and (fix.get("applicability") == "safe" or unsafe)
+
+
+def _offsets(text: str) -> list[int]:
+    starts, pos = [0], 0
+    for line in text.split("\n")[:-1]:
+        pos += len(line) + 1
+        starts.append(pos)
+    return starts
+
+
+def apply_edits(text: str, edits: list[dict]) -> tuple[str, int]:
+    """(new text, edits applied). Identical edits (two findings wanting the same import) count once."""
+    starts = _offsets(text)
+
+    def at(line: int, column: int) -> int:
+        if line - 1 >= len(starts):
+            return len(text)
+        return min(starts[line - 1] + column - 1, len(text))
+
+    spans = sorted({(at(e["line"], e["column"]), at(e["end_line"], e["end_column"]), e["content"]) for e in edits},
+                   key=lambda s: (s[0], s[1]), reverse=True)
+    out, applied, floor = text, 0, len(text) + 1
+    for start, end, content in spans:
+        if end > floor or (end == floor and start < end):
+            continue  # overlaps an edit already applied
+        out = out[:start] + content + out[end:]
+        floor = start
+        applied += 1
+    return out, applied
+
+
+def write_atomic(path: str, text: str) -> None:
+    st = os.stat(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.placement-lint.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.chmod(tmp, st.st_mode & 0o7777)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise UsageError(f"{path}: cannot write the fix: {exc.strerror or exc}") from None
+
+
+def plan(findings: Iterable[Any], unsafe: bool) -> dict[str, tuple[str, str, int]]:
+    """{path: (old text, new text, fixes applied)} for the files the fixes change."""
+    by_path: dict[str, list[Any]] = {}
+    for f in findings:
+        if applicable(f, unsafe):
+            by_path.setdefault(f.path, []).append(f)
+    out = {}
+    for path, fs in by_path.items():
+        old = _read(path)
+        if old is None:
+            continue
+        new, _ = apply_edits(old, [e for f in fs for e in f.fix["edits"]])
+        if new != old:
+            out[path] = (old, new, len(fs))
+    return out
+
+
+def diff(changes: dict[str, tuple[str, str, int]]) -> str:
+    parts = []
+    for path, (old, new, _n) in sorted(changes.items()):
+        parts.extend(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                          fromfile=f"a/{path}", tofile=f"b/{path}"))
+    return "".join(parts)
+
+
+def noqa_changes(findings: Iterable[Any]) -> dict[str, tuple[str, str, int]]:
+    """--add-noqa: `# placement-lint: ignore[CODES]` at the end of each reported line (codes of
+    one line merged; a line with a placement-lint comment already gets its codes added)."""
+    import re
+
+    by_path: dict[str, dict[int, set[str]]] = {}
+    for f in findings:
+        if f.code == "DTP000":
+            continue
+        by_path.setdefault(f.path, {}).setdefault(f.line, set()).add(f.code)
+    out = {}
+    pat = re.compile(r"#\s*placement-lint:\s*ignore\[([^\]]*)\]")
+    for path, lines in by_path.items():
+        old = _read(path)
+        if old is None:
+            continue
+        rows = old.split("\n")
+        for line, codes in lines.items():
+            if not 1 <= line <= len(rows):
+                continue
+            row = rows[line - 1]
+            body = row.rstrip("\r")
+            cr = row[len(body):]
+            m = pat.search(body)
+            if m:
+                have = [c.strip() for c in m.group(1).split(",") if c.strip()]
+                merged = have + sorted(c for c in codes if c not in have)
+                body = body[:m.start(1)] + ", ".join(merged) + body[m.end(1):]
+            else:
+                body = f"{body}  # placement-lint: ignore[{', '.join(sorted(codes))}]"
+            rows[line - 1] = body + cr
+        new = "\n".join(rows)
+        if new != old:
+            out[path] = (old, new, len(lines))
+    return out
