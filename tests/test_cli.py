@@ -217,7 +217,7 @@ def test_flags_override_config(project, fake_lint):
     assert config.extend_exclude == ["a", "b"]
     assert config.respect_gitignore is False
     assert config.root == project and config.source == project / "pyproject.toml"
-    assert kw == {"jobs": 3, "use_cache": False, "cache_dir": Path("cache")}
+    assert kw == {"jobs": 3, "use_cache": False, "cache_dir": Path("cache"), "overlay": None}
     # defaults: config values stay, jobs 0 means "auto" (None)
     run("src")
     (_, config, kw) = fake_lint.calls[-1]
