@@ -223,7 +223,7 @@ def test_flags_override_config(project, fake_lint):
     (_, config, kw) = fake_lint.calls[-1]
     assert config.select == ["DTP2"] and config.min_confidence is Confidence.HIGH
     assert config.respect_gitignore is True
-    assert kw == {"jobs": None, "use_cache": True, "cache_dir": None}
+    assert kw == {"jobs": None, "use_cache": True, "cache_dir": None, "overlay": None}
 
 
 def test_exclude_flag_replaces(project, fake_lint):
