@@ -183,8 +183,16 @@ class FactStore:
         # (the workers import LibCST at their first candidate, in parallel, while the parent,
         # which hands every later phase to them as well, never imports it: ~0.2 s less serial time)
         # many small batches: the cost is in the candidates, which sizes do not predict
-        return self.pool.map_weighted(partial(scan_files, mode=mode, cache=self.cache), items,
-                                      [size for _, size in items], per_worker=SCAN_BATCHES_PER_WORKER)
+        from placement_lint.progress import Bar, bar_enabled
+
+        bar = Bar("analysing files") if bar_enabled() else None
+        try:
+            return self.pool.map_weighted(partial(scan_files, mode=mode, cache=self.cache), items,
+                                          [size for _, size in items], per_worker=SCAN_BATCHES_PER_WORKER,
+                                          progress=bar.update if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
 
     def close(self) -> None:
         """Stop the worker pool, if one was started."""

@@ -49,7 +49,7 @@ class Pool:
         return len(weights) >= 2 and sum(weights) >= POOL_MIN_BYTES
 
     def map_weighted(self, fn: Callable[[list], list], items: Sequence[Any], weights: Sequence[int],
-                     per_worker: int = 2) -> list:
+                     per_worker: int = 2, progress: Callable[[int, int], None] | None = None) -> list:
         """`fn` over `items` (a list in, a list of as many results out), on the pool when
         `would_pool(weights)`, else in this process; results in the items' order. The pool gets
         `per_worker` batches a worker, balanced by weight (more, smaller batches balance work
@@ -68,10 +68,21 @@ class Pool:
             loads[j] += weights[i]
         batches = [b for b in batches if b]
         results: list = [None] * len(items)
-        futures = [(b, executor.submit(fn, [items[i] for i in b])) for b in batches]
-        for b, fut in futures:
-            for i, r in zip(b, fut.result()):
-                results[i] = r
+        futures = {executor.submit(fn, [items[i] for i in b]): b for b in batches}
+        if progress is None:
+            for fut, b in futures.items():
+                for i, r in zip(b, fut.result()):
+                    results[i] = r
+        else:
+            from concurrent.futures import as_completed
+
+            done = 0
+            for fut in as_completed(futures):
+                b = futures[fut]
+                for i, r in zip(b, fut.result()):
+                    results[i] = r
+                done += len(b)
+                progress(done, len(items))
         self.pooled_maps += 1
         return results
 

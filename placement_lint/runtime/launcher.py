@@ -241,7 +241,7 @@ def _launch_in(tmp: str, backend: str, spec: dict, opts: LaunchOptions) -> dict:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=spec["cwd"],
                                 start_new_session=True, preexec_fn=_pdeathsig_term)
         try:
-            rc = proc.wait(timeout=opts.timeout)
+            rc = _wait_with_heartbeat(proc, opts.timeout, spec["progress"], opts.nproc)
         except subprocess.TimeoutExpired:
             where = _progress_summary(spec["progress"])
             kill_tree(proc)
@@ -263,6 +263,30 @@ def _launch_in(tmp: str, backend: str, spec: dict, opts: LaunchOptions) -> dict:
     result["launch_seconds"] = round(seconds, 3)
     result["log"] = log_path
     return result
+
+
+def _wait_with_heartbeat(proc, timeout: float, progress_dir: str, nproc: int) -> int:
+    """proc.wait(timeout), saying every heartbeat period what each rank is doing (a long
+    launch without a word looks hung, in a terminal and in a CI log alike)."""
+    from placement_lint.progress import heartbeat_period
+
+    period = heartbeat_period()
+    if not period or period <= 0:
+        return proc.wait(timeout=timeout)
+    t0 = time.monotonic()
+    while True:
+        left = timeout - (time.monotonic() - t0)
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        try:
+            return proc.wait(timeout=min(period, left))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() - t0 >= timeout:
+                raise
+            state = _progress_summary(progress_dir) or "starting (torch import, process group)"
+            sys.stderr.write(f"placement-lint: still running ({time.monotonic() - t0:.0f} s, {nproc} rank(s)): "
+                             f"{state}\n")
+            sys.stderr.flush()
 
 
 def _progress_summary(folder: str) -> str:
