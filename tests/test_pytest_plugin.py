@@ -66,8 +66,12 @@ def test_plugin_reports_verdicts_of_the_ranks_the_tests_start(tmp_path):
     pytest.importorskip("torch")
     (tmp_path / "test_dist.py").write_text(TESTS)
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "placement_lint.pytest_plugin", "--placement-monitor",
-           "-p", "no:cacheprovider", str(tmp_path / "test_dist.py")]
+    from importlib.metadata import entry_points
+
+    installed = any(ep.value == "placement_lint.pytest_plugin" for ep in entry_points(group="pytest11"))
+    load = [] if installed else ["-p", "placement_lint.pytest_plugin"]  # an editable install predating it
+    cmd = [sys.executable, "-m", "pytest", "-q", *load, "--placement-monitor", "-p", "no:cacheprovider",
+           str(tmp_path / "test_dist.py")]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr  # verdicts never change the outcome
