@@ -72,8 +72,10 @@ def _py_files(paths: list[str]) -> list[Path]:
 @click.option("--master-addr", help="torchrun --master-addr.")
 @click.option("--master-port", type=int, help="torchrun --master-port.")
 @click.option("--keep-dir", type=click.Path(file_okay=False), help="Keep launch files (spec, logs, results) here.")
+@click.option("--fix", "do_fix", is_flag=True,
+              help="With --verify-fix: apply the fixes the run proved (they become safe fixes).")
 def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_fix, timeout, fmt, output_file, config_path,
-            nnodes, node_rank, rdzv_endpoint, master_addr, master_port, keep_dir) -> int:
+            nnodes, node_rank, rdzv_endpoint, master_addr, master_port, keep_dir, do_fix) -> int:
     """Run the static pass over PATHS, then the harness on NPROC ranks, and give every finding a
     runtime verdict: confirmed, refuted, double-count, mixed, inconclusive or not-reached."""
     try:
@@ -93,6 +95,8 @@ def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_
     for p in paths:
         if not os.path.exists(p):
             raise UsageError(f"{p}: no such file or directory")
+    if do_fix and not verify_fix:
+        raise UsageError("confirm --fix applies the fixes --verify-fix proves: pass --verify-fix too")
     from placement_lint.runtime.harness import check_harness
 
     for h in harnesses:
@@ -127,14 +131,14 @@ def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_
     work = keep_dir or (tempfile.mkdtemp(prefix="placement-lint-ref-") if reference or verify_fix else "")
     try:
         return _confirm_runs(report, harnesses, cwd, watch, opts, work, keep_dir, reference, verify_fix,
-                             reference_rtol, nproc, backend, timeout, fmt, output_file)
+                             reference_rtol, nproc, backend, timeout, fmt, output_file, do_fix)
     finally:
         if work and not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
 
 
 def _confirm_runs(report, harnesses, cwd, watch, opts, work, keep_dir, reference, verify_fix, reference_rtol,
-                  nproc, backend, timeout, fmt, output_file) -> int:
+                  nproc, backend, timeout, fmt, output_file, do_fix=False) -> int:
     from placement_lint import reporters
     from placement_lint.runtime import merge
     from placement_lint.runtime.launcher import LaunchOptions, launch
@@ -178,12 +182,33 @@ def _confirm_runs(report, harnesses, cwd, watch, opts, work, keep_dir, reference
             fixed = launch(dict(base_spec, force=force, force_slices=slices), dict_opts(opts, keep_dir, "verify"))
             _annotate_fix(report, results, fixed["results"], force, slices)
 
+    proven = _promote_proven_fixes(report)
+    if do_fix:
+        from placement_lint import fixes
+
+        changes = fixes.plan(proven, unsafe=False)
+        for path, (_old, new, _n) in changes.items():
+            fixes.write_atomic(path, new)
+        _progress(f"fix: {sum(c[2] for c in changes.values())} proven fix(es) applied in {len(changes)} file(s)")
     from placement_lint.cli import emit
 
     if fmt not in ("text", "json", "sarif"):  # those carry it in the report
         _progress(reporters.runtime_line(summary))
     emit(report, fmt, reporters.render(report, fmt, runtime_summary=summary), output_file)
     return merge.exit_code(report)
+
+
+def _promote_proven_fixes(report) -> list:
+    """A fix `--verify-fix` proved (the rerun with it injected has agreeing replicated gradients
+    that match the reference) is safe: its applicability says so in every format."""
+    proven = []
+    for f in report.findings:
+        ev = (f.runtime or {}).get("evidence") or {}
+        if f.fix and f.fix.get("edits") and (ev.get("fix_verified") or {}).get("verified") is True:
+            f.fix["applicability"] = "safe"
+            f.fix["message"] = (f.fix.get("message") or "") + " (proven by confirm --verify-fix)"
+            proven.append(f)
+    return proven
 
 
 def dict_opts(opts, keep_dir, sub):

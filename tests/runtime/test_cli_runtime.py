@@ -146,3 +146,23 @@ def test_no_temporary_directory_is_left_behind(tmp_path):
     proc = run_cli([*args, "--keep-dir", str(keep)], env_extra={"TMPDIR": str(tmp)})
     assert proc.returncode == 1 and (keep / "launch.log").exists()
     assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+@pytest.mark.multiprocess
+def test_confirm_fix_applies_only_what_verify_fix_proved(tmp_path):
+    import json
+    import shutil
+
+    from tests.runtime.conftest import ROOT
+
+    shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures", ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "fixtures" / "tp_expert_matmul.py"
+    args = ["confirm", "fixtures/tp_expert_matmul.py", "--harness", "fixtures/harnesses/tp_expert_matmul.py:harness",
+            "--nproc", "2", "--backend", "gloo"]
+    proc = run_cli([*args, "--fix"], cwd=tmp_path)
+    assert proc.returncode == 2 and "pass --verify-fix too" in proc.stderr
+    proc = run_cli([*args, "--verify-fix", "--fix", "--format", "json"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    (f101,) = [f for f in json.loads(proc.stdout)["findings"] if f["code"] == "DTP101"]
+    assert f101["fix"]["applicability"] == "safe" and "proven by confirm --verify-fix" in f101["fix"]["message"]
+    assert "h = x.to_local(grad_placements=(Partial(),))" in target.read_text()
