@@ -26,23 +26,20 @@ class Lines:
         return lines[line - 1]
 
 
-def _units(prefix: str, encoding: str, width: int) -> int:
-    return len(prefix.encode(encoding, errors="surrogatepass")) // width
+def _convert(lines: Lines, path: str, line: int, column: int, encoding: str, width: int) -> int:
+    text = lines.get(path, line)
+    if text is None or column < 1:
+        return column
+    prefix = text[: column - 1]
+    units = len(prefix.encode(encoding, errors="surrogatepass")) // width
+    return 1 + units + max(0, column - 1 - len(prefix))  # past the line's end: one unit a column
 
 
 def utf16(lines: Lines, path: str, line: int, column: int) -> int:
     """The 1-based code-point `column` of `line` as a 1-based UTF-16 code-unit column."""
-    text = lines.get(path, line)
-    if text is None or column < 1:
-        return column
-    prefix = text[: column - 1]
-    return 1 + _units(prefix, "utf-16-le", 2) + max(0, column - 1 - len(prefix))
+    return _convert(lines, path, line, column, "utf-16-le", 2)
 
 
 def utf8(lines: Lines, path: str, line: int, column: int) -> int:
     """The 1-based code-point `column` of `line` as a 1-based UTF-8 byte column."""
-    text = lines.get(path, line)
-    if text is None or column < 1:
-        return column
-    prefix = text[: column - 1]
-    return 1 + _units(prefix, "utf-8", 1) + max(0, column - 1 - len(prefix))
+    return _convert(lines, path, line, column, "utf-8", 1)

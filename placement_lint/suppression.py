@@ -20,17 +20,22 @@ def _names(group: str | None) -> list[str]:
     return [n.strip().lower() for n in re.split(r"[\s,]+", group) if n.strip()]
 
 
+def _comment_lines(text: str):
+    """(line number, line) of the lines that may hold a suppression (cheap: most files have none)."""
+    if "placement-lint" not in text and "noqa" not in text.lower():
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if "#" in line:
+            yield lineno, line
+
+
 def scan(text: str) -> dict[int, list[str]]:
     """{line: [lower-cased codes or slugs, or "*"]} — which lines each comment covers.
 
     Cheap: only lines that mention one of the markers are examined.
     """
     out: dict[int, list[str]] = {}
-    if "placement-lint" not in text and "noqa" not in text.lower():
-        return out
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if "#" not in line:
-            continue
+    for lineno, line in _comment_lines(text):
         m = _PL_RE.search(line)
         if m and m.group(1):  # ignore-file: every line
             out.setdefault(0, []).extend(_names(m.group(2)))
@@ -51,11 +56,7 @@ def named(text: str) -> list[list]:
     """[[line, column, name], ...]: the names placement-lint comments give (and the `DTP...`
     names of noqa comments; other names in a noqa belong to other linters)."""
     out: list[list] = []
-    if "placement-lint" not in text and "noqa" not in text.lower():
-        return out
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if "#" not in line:
-            continue
+    for lineno, line in _comment_lines(text):
         m = _PL_RE.search(line)
         if m and m.group(2):
             start = m.start(2)

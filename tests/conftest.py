@@ -25,3 +25,19 @@ def lint_files(tmp_path, monkeypatch):
         return lint([tmp_path], config, use_cache=False, cwd=tmp_path, **kw)
 
     return run
+
+
+def style_project(root: Path, variant: str = "moe_router", others: int = 0) -> Path:
+    """A project (pyproject.toml) holding the fixture package `moe_router/` (a style's hook in
+    styles.py, the plan entry applying it in model.py; `variant` "moe_router_fixed" for the fixed
+    hook) and `others` unrelated modules: the shape of every cross-file integration test."""
+    import shutil
+
+    pkg = root / "moe_router"
+    pkg.mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'proj'\n")
+    for name in ("__init__.py", "styles.py", "model.py"):
+        shutil.copy(REPO / "fixtures" / variant / name, pkg / name)
+    for i in range(others):
+        (pkg / f"other{i}.py").write_text(f"import torch\n\n\ndef f{i}(x):\n    return torch.relu(x) * {i}\n")
+    return root

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from placement_lint import github_action
+from tests.conftest import style_project
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -25,11 +26,7 @@ def git(cwd, *args):
 def pull_request(tmp_path, monkeypatch):
     """base: a fixed style and its use site, plus a legacy finding; head: the hook loses its
     grad placements (the only change), checked out detached as CI does."""
-    repo = tmp_path / "repo"
-    (repo / "moe_router").mkdir(parents=True)
-    (repo / "pyproject.toml").write_text("[project]\nname = 'r'\n")
-    for name in ("__init__.py", "styles.py", "model.py"):
-        shutil.copy(FIXTURES / "moe_router_fixed" / name, repo / "moe_router" / name)
+    repo = style_project(tmp_path / "repo", "moe_router_fixed")
     shutil.copy(FIXTURES / "tp_expert_matmul.py", repo / "legacy.py")
     git(repo, "init", "-q")
     git(repo, "add", "-A")

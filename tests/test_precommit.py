@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import style_project
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 PRE_COMMIT = shutil.which("pre-commit", path=os.path.dirname(sys.executable)) or shutil.which("pre-commit")
@@ -46,14 +48,8 @@ def run_pre_commit(proj: Path, home: Path, *args: str) -> subprocess.CompletedPr
 
 def test_pre_commit_reports_the_use_site_of_a_style_changed_in_another_file(tmp_path):
     hook = hook_repository(tmp_path / "hook")
-    proj = tmp_path / "proj"
+    proj = style_project(tmp_path / "proj", "moe_router_fixed", others=8)
     pkg = proj / "moe_router"
-    pkg.mkdir(parents=True)
-    (proj / "pyproject.toml").write_text("[project]\nname = 'proj'\n")
-    for name in ("__init__.py", "styles.py", "model.py"):
-        shutil.copy(FIXTURES / "moe_router_fixed" / name, pkg / name)
-    for i in range(8):
-        (pkg / f"other{i}.py").write_text(f"import torch\n\n\ndef f{i}(x):\n    return torch.relu(x) * {i}\n")
     (proj / ".pre-commit-config.yaml").write_text(
         f"repos:\n- repo: {hook}\n  rev: v0.1.0\n  hooks:\n  - id: placement-lint\n")
     git(proj, "init", "-q")

@@ -2,7 +2,6 @@
 located in or caused by a given file is reported whichever of its files is given, and batching
 the files (pre-commit splits them) cannot change the union of what is reported."""
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -10,23 +9,16 @@ import pytest
 from click.testing import CliRunner
 
 from placement_lint.cli import cli
+from tests.conftest import style_project
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-OTHER = "import torch\n\n\ndef f{i}(x):\n    return torch.relu(x) * {i}\n"
 
 
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
     """A project (pyproject.toml) with a style's hook in styles.py, its use in model.py, and
     eight unrelated files: more than a pre-commit batch of four."""
-    root = tmp_path / "proj"
-    pkg = root / "moe_router"
-    pkg.mkdir(parents=True)
-    (root / "pyproject.toml").write_text("[project]\nname = 'proj'\n")
-    for name in ("__init__.py", "styles.py", "model.py"):
-        shutil.copy(FIXTURES / "moe_router" / name, pkg / name)
-    for i in range(8):
-        (pkg / f"other{i}.py").write_text(OTHER.format(i=i))
+    root = style_project(tmp_path / "proj", others=8)
     monkeypatch.chdir(root)
     return root
 

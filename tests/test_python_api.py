@@ -9,17 +9,14 @@ from click.testing import CliRunner
 import placement_lint
 from placement_lint.cli import cli
 from placement_lint.errors import PlacementLintError
+from tests.conftest import style_project
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture
 def proj(tmp_path, monkeypatch):
-    root = tmp_path / "proj"
-    (root / "moe_router").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("[project]\nname = 'proj'\n")
-    for name in ("__init__.py", "styles.py", "model.py"):
-        shutil.copy(FIXTURES / "moe_router" / name, root / "moe_router" / name)
+    root = style_project(tmp_path / "proj")
     shutil.copy(FIXTURES / "tp_expert_matmul_fixed.py", root / "mlp.py")
     monkeypatch.chdir(root)
     return root

@@ -84,11 +84,11 @@ def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_
         require_torch()
     except ImportError:
         raise PlacementLintError(TORCH_MISSING) from None
-    from placement_lint import engine, reporters
+    from placement_lint import engine
     from placement_lint.config import load_config
     from placement_lint.runtime import merge
     from placement_lint.runtime.harness import harness_source_path
-    from placement_lint.runtime.launcher import LaunchOptions, launch
+    from placement_lint.runtime.launcher import LaunchOptions
 
     cwd = os.getcwd()
     paths = list(paths) or ["."]

@@ -187,7 +187,6 @@ class GradProbe:
             out.append(entry)
             rows.append(rec["sketch"] if isinstance(rec["sketch"], dict) else rec["sketch"].to("cpu"))
         if rows and _monitor._SIM is not None:
-            sim = _monitor._SIM
             for entry, row in zip(out, rows):  # PerRank of tensors (or one tensor: every rank's)
                 entry["sketch"] = type(row)({r: t.tolist() for r, t in row.items()}) if isinstance(row, dict) else row.tolist()
         elif rows:

@@ -522,7 +522,7 @@ def merge(report: Report, results: list[dict], cwd: str, *, reference: bool = Fa
                    f"DTensor instead of a local tensor, so that it is reduced once)")
             if rline.isdigit() and not _unreal(rpath):
                 related.append(Related(_rel(rpath, cwd), int(rline),
-                                       f"the Partial label that reduces this branch's gradient a second time"))
+                                       "the Partial label that reduces this branch's gradient a second time"))
         elif s["verdict"] == "double-count":
             code = "DTP902"
             dim = s["evidence"].get("mesh_dim")
