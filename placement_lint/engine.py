@@ -425,7 +425,7 @@ def lint(
 
     findings = list(run_rules(index, config)) if facts else []
     findings.sort(key=Finding.sort_key)
-    if any((f.fix or {}).get("imports") for f in findings):
+    if any((f.fix or {}).get("imports") or (f.fix or {}).get("add_keyword") for f in findings):
         from placement_lint.fixes import complete_imports
 
         complete_imports(findings)  # the fixes' import edits, read from the few files with fixes

@@ -58,8 +58,35 @@ def _import_line(tree: ast.Module) -> int:
     return after + 1
 
 
+def _keyword_edit(text: str, spec: dict) -> dict | None:
+    """The edit adding a keyword argument before a call's closing parenthesis at (line, column):
+    `, name=value` after other arguments (a trailing comma taken into account), `name=value` in
+    an empty call."""
+    lines = text.split("\n")
+    line, col = spec["line"], spec["column"]
+    if not 1 <= line <= len(lines) or col < 1 or lines[line - 1][col - 1:col] != ")":
+        return None
+    before = "\n".join(lines[: line - 1] + [lines[line - 1][: col - 1]]).rstrip()
+    sep = "" if before.endswith(("(", ",")) else ", "
+    if before.endswith(","):
+        sep = " "
+    return {"line": line, "column": col, "end_line": line, "end_column": col, "content": sep + spec["text"]}
+
+
 def complete_imports(findings: Iterable[Any]) -> None:
-    """Add to each fix the edit that imports the names it needs and the file does not bind."""
+    """Turn each fix into plain edits the reporters can show: a keyword to add becomes an edit
+    (reading the call), and the names the fix needs that the file does not bind get an import."""
+    texts: dict[str, str | None] = {}
+    for f in findings:
+        spec = (f.fix or {}).pop("add_keyword", None) if f.fix else None
+        if spec is not None:
+            if f.path not in texts:
+                texts[f.path] = _read(f.path)
+            edit = _keyword_edit(texts[f.path], spec) if texts[f.path] is not None else None
+            if edit is None:
+                f.fix = None  # the call is not where the facts say: no fix rather than a wrong one
+            else:
+                f.fix.setdefault("edits", []).append(edit)
     trees: dict[str, ast.Module | None] = {}
     for f in findings:
         fix = f.fix or {}

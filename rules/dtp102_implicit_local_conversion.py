@@ -43,8 +43,10 @@ class ImplicitLocalConversion(Rule):
         rank-dependent, or keep the output a DTensor (`use_local_output=False`).
 
     Fix safety
-        No automatic fix: the change belongs in the style's hook, and Partial is only right when
-        the consumers really are rank-dependent (`placement-lint confirm` tells).
+        Unsafe, and only where the style's constructor has an option for it: a parameter named
+        like `*grad_placements*` gets `(Partial(),)`, else `use_local_output=False` keeps the
+        output a DTensor. Otherwise the change belongs in the style's hook. Partial is only right
+        when the consumers really are rank-dependent (`placement-lint confirm` tells).
 
     Confidence
         medium: an explicit `use_local_output=True` with a Replicate/Partial (or unknown) layout,
@@ -57,6 +59,7 @@ class ImplicitLocalConversion(Rule):
 
     CODE = "DTP102"
     SLUG = "implicit-local-conversion"
+    FIX = "unsafe"  # only where the style's constructor has an option for it
     SUMMARY = "a ParallelStyle converts to local tensors without grad placements (use_local_output, bare to_local in a hook)"
 
     INVALID = [
@@ -284,4 +287,31 @@ class ImplicitLocalConversion(Rule):
             # a subclass of a torch style converting as its base does, the flag on only by
             # default: the same policy as for the torch style itself (`RowwiseParallel()`)
             confidence = Confidence.LOW
-        return self.finding(ctx, site, message, confidence, related=related)
+        return self.finding(ctx, site, message, confidence, related=related, fix=self.option_fix(index, fqn, site))
+
+    @staticmethod
+    def option_fix(index, fqn: str, site: dict) -> dict | None:
+        """Where the style's constructor has an option for it, pass it at the plan entry: a
+        `*grad_placements*` parameter gets `(Partial(),)`; else `use_local_output=False` keeps the
+        output a DTensor. Unsafe, as every placement fix the static pass cannot prove."""
+        if not site.get("pos") or site.get("flags"):
+            return None  # unpositioned (first pass), or the option is already written
+        path, cls = index.classes[fqn][0], index.classes[fqn][1]["qualname"]
+        init = index.method(path, cls, "__init__")
+        params = [p for p in (init[2].get("params") if init else []) if p != "self"]
+        grad = next((p for p in params if "grad_placement" in p), None)
+        if grad is not None:
+            text, imports = f"{grad}=(Partial(),)", [["torch.distributed.tensor", "Partial"]]
+        elif "use_local_output" in params:
+            text, imports = "use_local_output=False", []
+        else:
+            return None
+        _, _, end_line, end_col = site["pos"]
+        return {
+            "applicability": "unsafe",
+            "message": f"Pass `{text}` to `{fqn.rsplit('.', 1)[-1]}`",
+            # the engine turns this into an edit before the closing parenthesis (with a comma
+            # when the call has arguments), reading the file: facts keep no argument count here
+            "add_keyword": {"line": end_line, "column": end_col - 1, "text": text},
+            "imports": imports,
+        }

@@ -89,3 +89,46 @@ def test_add_noqa_accepts_what_is_reported_once(tree):
 def test_fix_flag_misuse(tree, args, message):
     res = run("fixtures", *args)
     assert res.exit_code == 2 and message in res.output
+
+
+STYLE = '''\
+from torch.distributed.tensor.parallel import ParallelStyle, parallelize_module
+
+
+class KeepLocal(ParallelStyle):
+    def __init__(self{params}):
+        self.opts = {opts}
+
+    def _apply(self, module, mesh):
+        return module
+
+    def _prepare_output_fn(self, outputs):
+        return outputs.to_local()
+
+
+def plan(model, mesh):
+    parallelize_module(model, mesh, {{"router.gate": KeepLocal({args})}})
+'''
+
+
+@pytest.mark.parametrize("params, args, expected", [
+    (", *, output_grad_placements=None", "", "KeepLocal(output_grad_placements=(Partial(),))"),
+    (", scale=1, use_local_output=True", "2", "KeepLocal(2, use_local_output=False)"),
+    (", scale=1, use_local_output=True", "2,", "KeepLocal(2, use_local_output=False)"),
+    (", scale=1", "2", None),  # no option: the change belongs in the hook
+])
+def test_dtp102_fix_passes_the_styles_own_option(tmp_path, monkeypatch, params, args, expected):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text(STYLE.format(params=params, opts="None", args=args))
+    (f,) = [f for f in json.loads(run("m.py", "--format", "json", "--min-confidence", "low").stdout)["findings"]
+            if f["code"] == "DTP102"]
+    if expected is None:
+        assert f["fix"] is None
+        return
+    assert f["fix"]["applicability"] == "unsafe"
+    res = run("m.py", "--fix", "--unsafe-fixes", "--min-confidence", "low")
+    text = (tmp_path / "m.py").read_text()
+    assert expected in text, text
+    ast.parse(text)
+    assert ("from torch.distributed.tensor import Partial" in text) == ("Partial" in expected)
+    assert "DTP102" not in res.stdout or "Partial" in expected  # use_local_output=False: the style no longer leaks
