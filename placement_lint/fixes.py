@@ -105,10 +105,25 @@ def complete_imports(findings: Iterable[Any]) -> None:
         bound = _bound_names(tree)
         line = _import_line(tree)
         for module, name in needs:
-            if name not in bound:
-                fix.setdefault("edits", []).append({"line": line, "column": 1, "end_line": line, "end_column": 1,
-                                                    "content": f"from {module} import {name}\n"})
+            if name in bound:
+                continue
+            extend = _extend_edit(tree, module, name, texts.get(f.path) or _read(f.path) or "")
+            fix.setdefault("edits", []).append(extend or {"line": line, "column": 1, "end_line": line, "end_column": 1,
+                                                          "content": f"from {module} import {name}\n"})
         fix["imports_done"] = True
+
+
+def _extend_edit(tree: ast.Module, module: str, name: str, text: str) -> dict | None:
+    """`, name` after the last name of a top-level `from module import ...` (no star), if any."""
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == module and not node.level \
+                and node.names and node.names[-1].name != "*" and getattr(node.names[-1], "end_lineno", None):
+            last = node.names[-1]
+            row = text.split("\n")[last.end_lineno - 1] if text else ""
+            col = len(row.encode("utf-8")[: last.end_col_offset].decode("utf-8", errors="replace")) + 1
+            return {"line": last.end_lineno, "column": col, "end_line": last.end_lineno, "end_column": col,
+                    "content": f", {name}"}
+    return None
 
 
 def applicable(f: Any, unsafe: bool) -> bool:

@@ -60,13 +60,15 @@ def test_missing_import_is_added_kept_in_suggestions_and_mode_preserved(tree):
     os.chmod(path, 0o640)
     sarif = json.loads(run("fixtures/tp_expert_matmul.py", "--format", "sarif").stdout)
     repl = sarif["runs"][0]["results"][0]["fixes"][0]["artifactChanges"][0]["replacements"]
-    assert any(r["insertedContent"]["text"] == "from torch.distributed.tensor import Partial\n" for r in repl)
+    assert any(r["insertedContent"]["text"] == ", Partial" for r in repl)
     rd = json.loads(run("fixtures/tp_expert_matmul.py", "--format", "rdjson").stdout)
-    assert any(s["text"].startswith("from torch.distributed.tensor import Partial") for s in rd["diagnostics"][0]["suggestions"])
+    assert any(s["text"] == ", Partial" for s in rd["diagnostics"][0]["suggestions"])
     res = run("fixtures/tp_expert_matmul.py", "--fix", "--unsafe-fixes")
     assert res.exit_code == 0, res.output
     new = path.read_text()
-    assert new.count("from torch.distributed.tensor import Partial\n") == 1
+    # the existing `from torch.distributed.tensor import ...` is extended
+    assert "from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor, Partial\n" in new
+    assert new.count("import Partial") == 0 and new.count(", Partial\n") == 1
     assert "h = x.to_local(grad_placements=(Partial(),))" in new
     assert oct(path.stat().st_mode & 0o777) == oct(0o640)
     ast.parse(new)
