@@ -236,12 +236,9 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
         raise UsageError("--stdin-filename needs PATHS `-` (the source on stdin)")
     targets, scope = list(paths) or ["."], None
     if paths and not no_project and all(os.path.isfile(p) or (overlay and p in overlay) for p in paths):
-        from placement_lint.project import Scope, find_root
+        from placement_lint.project import project_targets
 
-        root = project_root or find_root(paths, Path.cwd())
-        if root is not None:
-            # the whole project for the index; the given files stay named (excludes spare them)
-            targets, scope = [str(root), *paths], Scope(paths, Path.cwd())
+        targets, scope = project_targets(list(paths), Path.cwd(), project_root)
     elif project_root is not None:
         raise UsageError("--project-root applies when PATHS are files (the files of a commit, an editor's buffer)")
     if write_baseline is not None and baseline_path is not None:
@@ -257,10 +254,34 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
         from placement_lint.fingerprint import read_baseline
 
         entries = read_baseline(baseline_path)  # before the run: a bad file costs no analysis
-    report = engine.lint(targets, config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir,
-                         overlay=overlay)
-    if scope is not None:
-        scope.restrict(report)
+    def lint_given():
+        rep = engine.lint(targets, config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir,
+                          overlay=overlay)
+        if scope is not None:
+            scope.restrict(rep)
+        return rep
+
+    changed: list = []  # --only-changed's lines, read from git once (before any fix)
+
+    def report_only(rep, warn_stale: bool) -> None:
+        """The baseline's and --only-changed's filters (the whole project is still analysed)."""
+        if entries is not None:
+            from placement_lint.fingerprint import apply_baseline
+
+            rep.findings, stale = apply_baseline(rep.findings, entries)
+            if warn_stale and stale and not quiet and scope is None and not only_changed:
+                shown = ", ".join(f"{e.get('code')} {e.get('path')} {e.get('symbol') or ''}".rstrip() for e in stale[:5])
+                click.echo(f"{PROG}: warning: {len(stale)} baseline entr{'y' if len(stale) == 1 else 'ies'} matched no "
+                           f"finding (fixed, or the flagged code changed): {shown}{', ...' if len(stale) > 5 else ''}; "
+                           f"rewrite it with --write-baseline", err=True)
+        if only_changed:
+            from placement_lint.changed import changed_lines, keep
+
+            if not changed:
+                changed.append(changed_lines(only_changed, Path.cwd()))
+            rep.findings = [f for f in rep.findings if keep(changed[0], f)]
+
+    report = lint_given()
     if write_baseline is not None:
         from placement_lint.fingerprint import write_baseline as write
 
@@ -272,21 +293,7 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
         accepted = dataclasses.replace(report, findings=[])
         emit(accepted, fmt, reporters.render(accepted, fmt), output_file)
         return 2 if report.errors else 0
-    if entries is not None:
-        from placement_lint.fingerprint import apply_baseline
-
-        report.findings, stale = apply_baseline(report.findings, entries)
-        if stale and not quiet and scope is None and not only_changed:
-            shown = ", ".join(f"{e.get('code')} {e.get('path')} {e.get('symbol') or ''}".rstrip() for e in stale[:5])
-            click.echo(f"{PROG}: warning: {len(stale)} baseline entr{'y' if len(stale) == 1 else 'ies'} matched no "
-                       f"finding (fixed, or the flagged code changed): {shown}{', ...' if len(stale) > 5 else ''}; "
-                       f"rewrite it with --write-baseline", err=True)
-    if only_changed:
-        from placement_lint.changed import changed_lines, keep
-
-        # the whole project is still analysed (cross-file facts), only the report is filtered
-        changed = changed_lines(only_changed, Path.cwd())
-        report.findings = [f for f in report.findings if keep(changed, f)]
+    report_only(report, warn_stale=True)
 
     if do_fix or show_diff or add_noqa:
         from placement_lint import fixes
@@ -306,15 +313,8 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
             what = "suppression(s) added" if add_noqa else "fix(es) applied"
             click.echo(f"{PROG}: {sum(c[2] for c in changes.values())} {what} in {len(changes)} file(s)", err=True)
         if changes:  # what is left, as the fixed files now read
-            report = engine.lint(targets, config, jobs=jobs or None, use_cache=not no_cache, cache_dir=cache_dir)
-            if scope is not None:
-                scope.restrict(report)
-            if entries is not None:
-                from placement_lint.fingerprint import apply_baseline
-
-                report.findings, _stale = apply_baseline(report.findings, entries)
-            if only_changed:
-                report.findings = [f for f in report.findings if keep(changed, f)]
+            report = lint_given()
+            report_only(report, warn_stale=False)
 
     color = (
         fmt in ("text", "concise")

@@ -10,13 +10,14 @@ from __future__ import annotations
 class Lines:
     """The text of the lines findings point at, read once per file (relative to the cwd)."""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: str = "surrogateescape") -> None:
         self._files: dict[str, list[str] | None] = {}
+        self._errors = errors  # "replace" where the text is hashed (fingerprints)
 
     def get(self, path: str, line: int) -> str | None:
         if path not in self._files:
             try:
-                with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                with open(path, encoding="utf-8", errors=self._errors) as fh:
                     self._files[path] = fh.read().split("\n")
             except OSError:
                 self._files[path] = None

@@ -17,33 +17,26 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+from placement_lint.columns import Lines
 from placement_lint.errors import UsageError
 
 BASELINE_VERSION = 1
 
 
-def _code(path: str, start: int, end: int, cache: dict[str, list[str] | None]) -> str:
-    if path not in cache:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                cache[path] = fh.read().split("\n")
-        except OSError:
-            cache[path] = None
-    lines = cache[path]
-    if not lines or start < 1:
-        return ""
-    return " ".join("".join(lines[start - 1:max(start, end)]).split())
+def _code(path: str, start: int, end: int, lines: Lines) -> str:
+    rows = [lines.get(path, n) for n in range(start, max(start, end) + 1)] if start >= 1 else []
+    return " ".join("".join(r for r in rows if r is not None).split())
 
 
 def fingerprints(findings: Iterable[Any]) -> list[str]:
     """One identity per finding, in the order given (paths are read relative to the cwd)."""
     findings = list(findings)
-    cache: dict[str, list[str] | None] = {}
+    lines = Lines(errors="replace")
     seen: Counter = Counter()
     out = [""] * len(findings)
     for i in sorted(range(len(findings)), key=lambda k: findings[k].sort_key()):
         f = findings[i]
-        key = "\0".join((f.code, f.path.replace(os.sep, "/"), f.symbol, _code(f.path, f.line, f.end_line, cache)))
+        key = "\0".join((f.code, f.path.replace(os.sep, "/"), f.symbol, _code(f.path, f.line, f.end_line, lines)))
         n = seen[key]
         seen[key] += 1
         out[i] = hashlib.sha256(f"{key}\0{n}".encode()).hexdigest()[:32]

@@ -76,13 +76,19 @@ def _keyword_edit(text: str, spec: dict) -> dict | None:
 def complete_imports(findings: Iterable[Any]) -> None:
     """Turn each fix into plain edits the reporters can show: a keyword to add becomes an edit
     (reading the call), and the names the fix needs that the file does not bind get an import."""
+    findings = list(findings)
     texts: dict[str, str | None] = {}
+
+    def text_of(path: str) -> str | None:
+        if path not in texts:
+            texts[path] = _read(path)
+        return texts[path]
+
     for f in findings:
         spec = (f.fix or {}).pop("add_keyword", None) if f.fix else None
         if spec is not None:
-            if f.path not in texts:
-                texts[f.path] = _read(f.path)
-            edit = _keyword_edit(texts[f.path], spec) if texts[f.path] is not None else None
+            text = text_of(f.path)
+            edit = _keyword_edit(text, spec) if text is not None else None
             if edit is None:
                 f.fix = None  # the call is not where the facts say: no fix rather than a wrong one
             else:
@@ -94,7 +100,7 @@ def complete_imports(findings: Iterable[Any]) -> None:
         if not needs or fix.get("imports_done"):
             continue
         if f.path not in trees:
-            text = _read(f.path)
+            text = text_of(f.path)
             try:
                 trees[f.path] = ast.parse(text) if text is not None else None
             except SyntaxError:
@@ -107,7 +113,7 @@ def complete_imports(findings: Iterable[Any]) -> None:
         for module, name in needs:
             if name in bound:
                 continue
-            extend = _extend_edit(tree, module, name, texts.get(f.path) or _read(f.path) or "")
+            extend = _extend_edit(tree, module, name, text_of(f.path) or "")
             fix.setdefault("edits", []).append(extend or {"line": line, "column": 1, "end_line": line, "end_column": 1,
                                                           "content": f"from {module} import {name}\n"})
         fix["imports_done"] = True

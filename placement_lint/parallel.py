@@ -68,20 +68,16 @@ class Pool:
             loads[j] += weights[i]
         batches = [b for b in batches if b]
         results: list = [None] * len(items)
-        futures = {executor.submit(fn, [items[i] for i in b]): b for b in batches}
-        if progress is None:
-            for fut, b in futures.items():
-                for i, r in zip(b, fut.result()):
-                    results[i] = r
-        else:
-            from concurrent.futures import as_completed
+        from concurrent.futures import as_completed
 
-            done = 0
-            for fut in as_completed(futures):
-                b = futures[fut]
-                for i, r in zip(b, fut.result()):
-                    results[i] = r
-                done += len(b)
+        futures = {executor.submit(fn, [items[i] for i in b]): b for b in batches}
+        done = 0
+        for fut in as_completed(futures):
+            b = futures[fut]
+            for i, r in zip(b, fut.result()):
+                results[i] = r
+            done += len(b)
+            if progress is not None:
                 progress(done, len(items))
         self.pooled_maps += 1
         return results

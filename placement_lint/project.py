@@ -36,6 +36,16 @@ def find_root(files: Iterable[str], cwd: Path) -> Path | None:
         d = parent
 
 
+def project_targets(files: list[str], cwd: Path, root: Path | None = None) -> tuple[list[str], "Scope | None"]:
+    """(paths to lint, Scope to report) for explicitly given files: their project (`root`, else
+    found above them) with the files themselves still named (excludes spare them), or just the
+    files when no project is found."""
+    root = root or find_root(files, cwd)
+    if root is None:
+        return list(files), None
+    return [str(root), *files], Scope(files, cwd)
+
+
 def _real(path: str, cwd: Path) -> str:
     return os.path.realpath(os.path.join(cwd, path))
 

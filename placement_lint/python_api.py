@@ -28,14 +28,12 @@ def _config(cwd: Path, overrides: dict[str, Any]):
 def _run(targets: list[str], given: list[str] | None, cwd: Path, overlay: dict[str, bytes] | None,
          use_cache: bool, options: dict[str, Any]) -> list[Finding]:
     from placement_lint import engine
-    from placement_lint.project import Scope, find_root
+    from placement_lint.project import project_targets
 
     config = _config(cwd, options)
     scope = None
     if given:
-        root = find_root(given, cwd)
-        if root is not None:
-            targets, scope = [str(root), *given], Scope(given, cwd)
+        targets, scope = project_targets(given, cwd)
     report = engine.lint(targets, config, use_cache=use_cache, cwd=cwd, overlay=overlay)
     if scope is not None:
         scope.restrict(report)

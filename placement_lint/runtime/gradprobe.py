@@ -48,7 +48,7 @@ class _Tap(torch.autograd.Function):
         return g
 
 
-def _offsets(local: torch.Tensor, dt_like, global_shape) -> list[int] | None:
+def _offsets(dt_like, global_shape) -> list[int] | None:
     """Global offsets of a DTensor's local shard (None: cannot tell)."""
     fn = _compat.local_offsets_fn()
     if fn is not None:
@@ -57,16 +57,10 @@ def _offsets(local: torch.Tensor, dt_like, global_shape) -> list[int] | None:
             return [int(o) for o in offset]
         except Exception:  # noqa: BLE001 - a private torch helper; fall back below
             pass
-    offsets = [0] * len(global_shape)
     coord = dt_like.device_mesh.get_coordinate()
     if coord is None:
         return None
-    for i, p in enumerate(dt_like.placements):
-        if placement_kind(p) == "S":
-            d = p.dim % len(global_shape)
-            chunk = math.ceil(global_shape[d] / dt_like.device_mesh.size(i))
-            offsets[d] += coord[i] * chunk  # torch.chunk's split; nested shards are rare here
-    return offsets
+    return _manual_offsets(global_shape, list(dt_like.device_mesh.mesh.shape), dt_like.placements, coord)
 
 
 @torch.no_grad()
@@ -156,7 +150,7 @@ class GradProbe:
             if isinstance(g, DTensor):
                 local = g._local_tensor
                 shape = list(g.shape)
-                offsets = _offsets(local, g, shape)
+                offsets = _offsets(g, shape)
                 _rec["kinds"] = [placement_kind(p) for p in g.placements]
                 _rec["coord"] = [int(c) for c in (g.device_mesh.get_coordinate() or [])]
                 _rec["mesh_shape"] = list(g.device_mesh.mesh.shape)
@@ -196,6 +190,8 @@ class GradProbe:
 
 
 def _manual_offsets(global_shape, mesh_shape: list[int], placements, coord: list[int]) -> list[int]:
+    """Offsets of the shard at mesh coordinate `coord`: torch.chunk's split per Shard dim (nested
+    shards of one tensor dim are rare here)."""
     offsets = [0] * len(global_shape)
     for i, p in enumerate(placements):
         if placement_kind(p) == "S":

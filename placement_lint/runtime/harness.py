@@ -83,15 +83,22 @@ def _shape_salt(shape) -> int:
     return s % 100003
 
 
-def load_harness(spec: str, cwd: str | os.PathLike | None = None) -> Callable[[HarnessContext], Any]:
-    """Resolve `path/to/file.py:func` or `package.module:func` (func defaults to `harness`)."""
-    cwd = Path(cwd or os.getcwd())
+def split_spec(spec: str) -> tuple[str, str, bool]:
+    """(target, function, is a file path) of `path/to/file.py:func` or `package.module:func`;
+    the function defaults to `harness`."""
     target, _, func = spec.rpartition(":")
     if not target or "/" in func or func.endswith(".py"):
         target, func = spec, "harness"
+    return target, func, target.endswith(".py") or os.sep in target or "/" in target
+
+
+def load_harness(spec: str, cwd: str | os.PathLike | None = None) -> Callable[[HarnessContext], Any]:
+    """Resolve `path/to/file.py:func` or `package.module:func` (func defaults to `harness`)."""
+    cwd = Path(cwd or os.getcwd())
+    target, func, is_file = split_spec(spec)
     if str(cwd) not in sys.path:
         sys.path.insert(0, str(cwd))
-    if target.endswith(".py") or os.sep in target or "/" in target:
+    if is_file:
         path = Path(target)
         if not path.is_absolute():
             path = cwd / path
@@ -121,10 +128,8 @@ def load_harness(spec: str, cwd: str | os.PathLike | None = None) -> Callable[[H
 def harness_source_path(spec: str, cwd: str | os.PathLike | None = None) -> Path | None:
     """The file a harness spec points to, without importing it (for static checks)."""
     cwd = Path(cwd or os.getcwd())
-    target, _, func = spec.rpartition(":")
-    if not target:
-        target = spec
-    if target.endswith(".py") or "/" in target:
+    target, _func, is_file = split_spec(spec)  # as load_harness reads it
+    if is_file:
         p = Path(target)
         return p if p.is_absolute() else cwd / p
     found = importlib.util.find_spec(target) if target else None
@@ -140,10 +145,8 @@ def check_harness(spec: str, cwd: str | os.PathLike | None = None) -> None:
     import ast
 
     cwd = Path(cwd or os.getcwd())
-    target, _, func = spec.rpartition(":")
-    if not target or "/" in func or func.endswith(".py"):
-        target, func = spec, "harness"
-    if target.endswith(".py") or os.sep in target or "/" in target:
+    target, func, is_file = split_spec(spec)
+    if is_file:
         path = Path(target) if Path(target).is_absolute() else cwd / target
         if not path.is_file():
             raise UsageError(f"harness file not found: {target}")
