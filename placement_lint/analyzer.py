@@ -43,7 +43,7 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
         self.sites: list[dict[str, Any]] = []
         self.site_nodes: list[cst.CSTNode] = []
         self.site_blocks: list[int] = []
-        self.related_nodes: dict[int, list[tuple[str, cst.CSTNode]]] = {}
+        self.related_nodes: dict[int, list[tuple[str, cst.CSTNode, tuple[int, Any]]]] = {}  # key, node, place
         self.classes: list[ClassInfo] = []
         self.local_classes: dict[str, ClassInfo] = {}
         self.local_functions: set[str] = set()
@@ -53,8 +53,7 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
         # per-function summaries (analysis/summaries.py): parameter slots and where they went
         self.functions: dict[str, dict[str, Any]] = {}
         self.slots: list[dict[str, Any]] = []
-        self.slot_places: list[tuple[int, Any]] = []
-        self.slot_nodes: dict[int, list[tuple[str, cst.CSTNode]]] = {}
+        self.slot_nodes: dict[int, list[tuple[str, cst.CSTNode, tuple[int, Any]]]] = {}
         self.returns_styles: dict[str, set[str]] = {}
         self._deferred: list[tuple[int, cst.FunctionDef, Scope, str, ClassInfo | None, str]] = []
 

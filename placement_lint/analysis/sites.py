@@ -32,6 +32,15 @@ class SitesMixin:
         self.site_units.append(self.unit)
         return len(self.sites) - 1
 
+    def place(self) -> tuple[int, Any]:
+        """Where the node being evaluated lives (block, method unit). Evidence keeps its own place:
+        an exit bound to `self.k` in __init__ is used in forward, another unit (or block) than
+        its site's, and its position must come from that unit's table."""
+        return self.block_index, self.unit
+
+    def relate(self, i: int, key: str, node: cst.CSTNode) -> None:
+        self.related_nodes.setdefault(i, []).append((key, node, self.place()))
+
     def note(self, exits: frozenset, key: str, node: cst.CSTNode, why: str) -> None:
         for i in exits:
             site = self.sites[i]
@@ -41,7 +50,7 @@ class SitesMixin:
             site.setdefault(key, [])
             if len(site[key]) < 4:
                 site[key].append(why)
-                self.related_nodes.setdefault(i, []).append((key, node))
+                self.relate(i, key, node)
 
     def use(self, v: V) -> None:
         for i in v.exits:
@@ -145,7 +154,7 @@ class SitesMixin:
         for flag in flags:
             a = kwarg(node, flag)
             if a is not None:
-                self.related_nodes.setdefault(idx, []).append((f"at:{flag}", a))
+                self.relate(idx, f"at:{flag}", a)
 
     def foreign_parameter(self, node: cst.Call, scope: Scope) -> bool:
         """`model.lm_head.weight.to_local()`: a parameter of another module (an attribute two deep,
@@ -203,7 +212,7 @@ class SitesMixin:
         idx = self.add_site(node, scope, "local_map", grad=grad_state, in_placements=pl, partial=partial)
         a = kwarg(node, "in_grad_placements")
         if a is not None:  # `in_grad_placements=... if c else None`: the finding is about this argument
-            self.related_nodes.setdefault(idx, []).append(("at:in_grad_placements", a))
+            self.relate(idx, "at:in_grad_placements", a)
 
     # -- output -----------------------------------------------------------------------------------------
     def facts(self, positions: str = "none") -> dict[str, Any]:
@@ -215,7 +224,7 @@ class SitesMixin:
             if positions == "all" or (positions == "sites" and site["kind"] != "style_candidate")
         }
         if positions != "none":  # the evidence of function summaries: related locations of callers' findings
-            needed |= {self.slot_places[s][0] for s, nodes in self.slot_nodes.items() if any(k in CITED for k, _ in nodes)}
+            needed |= {place[0] for nodes in self.slot_nodes.values() for k, _, place in nodes if k in CITED}
         resolved: dict[Any, Any] = {}
 
         def locate(b: int, unit) -> tuple[Any, int, int]:
@@ -240,12 +249,14 @@ class SitesMixin:
             positions, dl, dc = locate(b, unit)
             r = positions[n]
             site["pos"] = [r.start.line + dl, r.start.column + 1 + dc, r.end.line + dl, r.end.column + 1 + dc]
-            for key, rn in self.related_nodes.get(i, ()):
+            for key, rn, (rb, runit) in self.related_nodes.get(i, ()):
+                # evidence positioned in its own block/unit (it may sit in another method)
+                table, rdl, rdc = (positions, dl, dc) if (rb, runit) == (b, unit) else locate(rb, runit)
                 if key.startswith("at:"):  # the exact start of a part the finding is about
-                    p = positions[rn].start
-                    site.setdefault("at", {})[key[3:]] = [p.line + dl, p.column + 1 + dc]
+                    p = table[rn].start
+                    site.setdefault("at", {})[key[3:]] = [p.line + rdl, p.column + 1 + rdc]
                 else:
-                    site.setdefault(f"{key}_lines", []).append(positions[rn].start.line + dl)
+                    site.setdefault(f"{key}_lines", []).append(table[rn].start.line + rdl)
         classes = [
             {"name": c.name, "qualname": c.qualname, "bases": c.bases, "torch_style": c.is_torch_style, "bare_exits": c.bare_exits}
             for c in self.classes

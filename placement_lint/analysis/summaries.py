@@ -49,7 +49,6 @@ class SummariesMixin:
             if symbol is not None and not (method and i == 0):
                 slot = len(self.slots)
                 self.slots.append({"index": i, "name": name, "fn": symbol})
-                self.slot_places.append((self.block_index, self.unit))
                 v = dataclasses.replace(v, ptaint=frozenset([slot]))
             scope.env[name] = v
         for star in (params.star_arg, params.star_kwarg):
@@ -68,7 +67,7 @@ class SummariesMixin:
             items = rec.setdefault(key, [])
             if len(items) < MAX_EVIDENCE and why not in items:
                 items.append(why)
-                self.slot_nodes.setdefault(s, []).append((key, node))
+                self.slot_nodes.setdefault(s, []).append((key, node, self.place()))
 
     def record_call(self, node: cst.Call, scope: Scope, operands: list[tuple[int | str, V]]) -> None:
         """A call the analyzer cannot see into receives exits' local tensors or parameters: keep
@@ -97,7 +96,7 @@ class SummariesMixin:
                 calls = site.setdefault("calls", [])
                 if len(calls) < MAX_EVIDENCE and call not in calls:
                     calls.append(call)
-                    self.related_nodes.setdefault(i, []).append(("calls", node))
+                    self.relate(i, "calls", node)
             self.note_slots(v.ptaint, "calls", node, call)
 
     def summaries(self, position) -> dict[str, Any]:
@@ -109,9 +108,8 @@ class SummariesMixin:
                 continue  # nothing happened to this parameter
             entry = {k: v for k, v in rec.items() if k not in ("fn",)}
             if position is not None:
-                b, unit = self.slot_places[s]
                 entry["lines"] = {}
-                for key, node in self.slot_nodes.get(s, ()):
+                for key, node, (b, unit) in self.slot_nodes.get(s, ()):  # each where it was noted
                     if key in CITED:
                         entry["lines"].setdefault(key, []).append(position(b, unit, node))
             out[rec["fn"]]["slots"][str(rec["index"])] = entry
