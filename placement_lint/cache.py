@@ -2,7 +2,13 @@
 is the bytes' hash plus the tool and facts versions and the facts mode; config is applied after
 facts, so it is not part of the key, except where it picks the mode (a medium-or-high threshold
 selects facts.SKIP_TEST_RANK modes, a low one the full ones: neither is served for the other).
-Writes are atomic (temp file + rename), so concurrent runs are safe."""
+Writes are atomic (temp file + rename), so concurrent runs are safe.
+
+Nothing read back is trusted: every file here is sealed (`seal`: a checksum of its canonical JSON
+inside it), and a facts entry also names the content digest and mode it is for and is checked
+against the facts schema (`valid_facts`). An entry that fails any check (torn, edited, written by
+another tool, copied under another key) is a miss: recomputed and overwritten. The manifest and
+the module scans, damaged, are dropped whole: the run is cold, not wrong."""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from placement_lint.facts import FACTS_VERSION
 
 #: modules whose code decides what facts a file has: a change to any of them invalidates the cache
 #: (and every module of the analysis/ package, the analyzer's pieces)
-_FACT_MODULES = ("analyzer.py", "api.py", "facts.py", "prefilter.py", "regions.py", "suppression.py")
+_FACT_MODULES = ("analyzer.py", "api.py", "facts.py", "prefilter.py", "regions.py", "source_text.py", "suppression.py")
 
 
 def code_fingerprint() -> str:
@@ -34,7 +40,64 @@ def code_fingerprint() -> str:
 
 
 #: the keys every facts entry has, with their types
-_SHAPE = {"sites": list, "classes": list, "suppressions": dict, "parsed": bool}
+_SHAPE = {"sites": list, "classes": list, "suppressions": dict, "parsed": bool, "mode": str}
+#: keys some facts have, with their types
+_OPTIONAL = {"functions": dict, "suppression_names": list, "dp_context": bool, "unpositioned": bool}
+
+
+def valid_facts(facts: Any) -> bool:
+    """Whether `facts` has the schema facts.file_facts returns, as deep as the engine and the
+    index read it unguarded: typed top-level keys, sites and classes as objects (a class's
+    `bare_exits` indexing its file's sites), the error as {line, column, message}."""
+    if not isinstance(facts, dict):
+        return False
+    if not all(isinstance(facts.get(k), t) for k, t in _SHAPE.items()):
+        return False
+    if not all(isinstance(facts[k], t) for k, t in _OPTIONAL.items() if k in facts):
+        return False
+    sites, err = facts["sites"], facts.get("error")
+    if err is not None and not (isinstance(err, dict) and type(err.get("line")) is int
+                                and type(err.get("column")) is int and isinstance(err.get("message"), str)):
+        return False
+    if not all(isinstance(site, dict) and isinstance(site.get("kind"), str) for site in sites):
+        return False
+    for c in facts["classes"]:
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+            return False
+        exits = c.get("bare_exits", ())
+        if not isinstance(exits, (list, tuple)) or not all(type(i) is int and 0 <= i < len(sites) for i in exits):
+            return False
+    return all(isinstance(v, dict) for v in facts.get("functions", {}).values())
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def seal(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` with a checksum of its canonical JSON, under the key "sum"."""
+    return {**payload, "sum": hashlib.blake2b(_canonical(payload), digest_size=16).hexdigest()}
+
+
+def unseal(data: Any) -> dict[str, Any] | None:
+    """The payload of a sealed object, or None when it is not one or the checksum disagrees.
+    (json.loads then dumps reproduces the bytes that were hashed: dict order, numbers and
+    escapes round-trip.)"""
+    if not isinstance(data, dict) or not isinstance(data.get("sum"), str):
+        return None
+    payload = {k: v for k, v in data.items() if k != "sum"}
+    if hashlib.blake2b(_canonical(payload), digest_size=16).hexdigest() != data["sum"]:
+        return None
+    return payload
+
+
+def read_sealed(path: Path) -> dict[str, Any] | None:
+    """The payload of the sealed JSON file at `path`; None if missing, torn or damaged."""
+    try:
+        with open(path, "rb") as fh:
+            return unseal(json.loads(fh.read()))
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 class FactsCache:
@@ -47,16 +110,13 @@ class FactsCache:
         return hashlib.blake2b(self.salt + mode.encode() + b"|" + digest.encode(), digest_size=20).hexdigest()
 
     def get(self, digest: str, mode: str) -> dict[str, Any] | None:
-        path = self.dir / (self.key(digest, mode) + ".json")
-        try:
-            with open(path, "rb") as fh:
-                facts = json.loads(fh.read())
-        except (OSError, ValueError):
-            return None  # missing or torn entry: recompute
-        # a well-formed entry of the wrong shape (edited, or written by another tool) is a miss too
-        if not isinstance(facts, dict) or not all(isinstance(facts.get(k), t) for k, t in _SHAPE.items()):
+        """The facts of the content `digest` in `mode`, or None: missing, torn, damaged, an entry
+        for other bytes or another mode, or facts not of the schema (each: recompute)."""
+        entry = read_sealed(self.dir / (self.key(digest, mode) + ".json"))
+        if entry is None or entry.get("digest") != digest or entry.get("mode") != mode:
             return None
-        return facts
+        facts = entry.get("facts")
+        return facts if valid_facts(facts) else None
 
     def put(self, digest: str, mode: str, facts: dict[str, Any]) -> None:
         if not self._ok:
@@ -66,7 +126,8 @@ class FactsCache:
             gitignore = self.dir / ".gitignore"
             if not gitignore.exists():
                 gitignore.write_text("*\n")
-            write_json_atomic(self.dir / (self.key(digest, mode) + ".json"), facts)
+            write_json_atomic(self.dir / (self.key(digest, mode) + ".json"),
+                              seal({"digest": digest, "mode": mode, "facts": facts}))
         except OSError:
             self._ok = False  # read-only checkout: run uncached rather than fail
 
@@ -89,51 +150,73 @@ def digest(data: bytes) -> str:
 
 
 class Manifest:
-    """What the last run learnt per path, keyed by (mtime_ns, size): the content digest of a
-    candidate file, or "" for a file the prefilter skipped. A warm run then neither reads nor
-    scans unchanged files. Also the phase-two scan (files naming a leaky project style), valid
-    while no file changed and the leaky names are the same."""
+    """What the last run learnt per path, valid while the file's stat is unchanged: the content
+    digest of a candidate file, or "" for a file the prefilter skipped. A warm run then neither
+    reads nor scans unchanged files. Also the phase-two scan (files naming a leaky project
+    style), valid while no file changed and the leaky names are the same.
+
+    An entry is [mtime_ns, size, ctime_ns, inode, digest] (+ a late digest): a file rewritten
+    with its old size and mtime put back (cp -p, rsync -t, an editor's atomic save) still has a
+    new ctime or inode, and the same path in another tree sharing a --cache-dir has another
+    inode. The file is sealed (a checksum): a damaged or edited manifest is dropped whole, never
+    read as a wrong digest. README ("Cache") says what a stat cannot tell."""
+
+    VERSION = 2
 
     def __init__(self, directory: Path, salt: bytes):
         self.path = Path(directory) / f"manifest-{hashlib.blake2b(salt, digest_size=6).hexdigest()}.json"
-        try:
-            with open(self.path, "rb") as fh:
-                data = json.loads(fh.read())
-            self.files: dict[str, list] = data["files"] if isinstance(data.get("files"), dict) else {}
-            self.late: dict[str, Any] = data.get("late") or {}
-        except (OSError, ValueError, AttributeError, TypeError):
-            self.files, self.late = {}, {}
+        data = read_sealed(self.path)
+        files = data.get("files") if data is not None and data.get("version") == self.VERSION else None
+        late = data.get("late") if files is not None else None
+        self.files: dict[str, list] = files if isinstance(files, dict) else {}
+        self.late: dict[str, Any] = late if _valid_late(late) else {}
         self.changed = False
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
+        """The recorded digest ("" for a skipped file) while `st` matches the entry, else None."""
         entry = self.files.get(path)
-        if isinstance(entry, list) and len(entry) in (3, 4) and entry[0] == st.st_mtime_ns and entry[1] == st.st_size:
-            return entry[2]
+        if (isinstance(entry, list) and len(entry) in (5, 6) and entry[0] == st.st_mtime_ns and entry[1] == st.st_size
+                and entry[2] == st.st_ctime_ns and entry[3] == st.st_ino and _is_digest(entry[4])):
+            return entry[4]
         return None
 
     def record(self, path: str, st: os.stat_result, file_digest: str) -> None:
-        self.files[path] = [st.st_mtime_ns, st.st_size, file_digest]
+        self.files[path] = [st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino, file_digest]
         self.changed = True
+
+    def forget(self, path: str) -> None:
+        """Drop `path`'s entry (its bytes contradicted it, or it could not be read again)."""
+        if self.files.pop(path, None) is not None:
+            self.changed = True
 
     def late_digest(self, path: str) -> str:
         """The digest of a file the prefilter skips but a reference led to (analysed in full by
-        the engine's phase two b): kept as a 4th element, so a warm run need not read it."""
+        the engine's phase two b): kept as a 6th element, so a warm run need not read it."""
         entry = self.files.get(path)
-        return entry[3] if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[3], str) else ""
+        return entry[5] if isinstance(entry, list) and len(entry) == 6 and _is_digest(entry[5]) else ""
 
     def record_late_digest(self, path: str, file_digest: str) -> None:
         entry = self.files.get(path)
-        if isinstance(entry, list) and len(entry) >= 3 and entry[2] == "" and file_digest and self.late_digest(path) != file_digest:
-            self.files[path] = [*entry[:3], file_digest]
+        if isinstance(entry, list) and len(entry) >= 5 and entry[4] == "" and file_digest and self.late_digest(path) != file_digest:
+            self.files[path] = [*entry[:5], file_digest]
             self.changed = True
 
     def save(self) -> None:
         if not self.changed:
             return
         try:
-            write_json_atomic(self.path, {"files": self.files, "late": self.late})
+            write_json_atomic(self.path, seal({"version": self.VERSION, "files": self.files, "late": self.late}))
         except OSError:
             pass  # read-only checkout: the next run is cold again, not wrong
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and (value == "" or len(value) == 40)
+
+
+def _valid_late(late: Any) -> bool:
+    return (isinstance(late, dict) and all(isinstance(late.get(k), list) and all(isinstance(x, str) for x in late[k])
+                                           for k in ("names", "paths")))
 
 
 class ScanStore:
@@ -147,15 +230,12 @@ class ScanStore:
         except OSError:
             code = b""
         self.path = Path(directory) / f"scans-{hashlib.blake2b(salt + code, digest_size=6).hexdigest()}.json"
-        try:
-            with open(self.path, "rb") as fh:
-                data = json.loads(fh.read())
-            self.entries: dict[str, list] = data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            self.entries = {}
+        data = read_sealed(self.path)  # damaged or edited: scan again
+        entries = data.get("entries") if data is not None else None
+        self.entries: dict[str, list] = entries if isinstance(entries, dict) else {}
 
     def save(self) -> None:
         try:
-            write_json_atomic(self.path, self.entries)
+            write_json_atomic(self.path, seal({"entries": self.entries}))
         except OSError:
             pass  # read-only checkout: the next run scans again

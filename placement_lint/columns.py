@@ -8,19 +8,29 @@ from __future__ import annotations
 
 
 class Lines:
-    """The text of the lines findings point at, read once per file (relative to the cwd)."""
+    """The text of the lines findings point at, read once per file (relative to the cwd), decoded
+    as the engine decoded it (source_text: coding cookie, BOM). A file that cannot be read again
+    (gone, replaced by a FIFO) has no lines: its columns stay unconverted, never a failure."""
 
     def __init__(self, errors: str = "surrogateescape") -> None:
         self._files: dict[str, list[str] | None] = {}
-        self._errors = errors  # "replace" where the text is hashed (fingerprints)
+        self._errors = errors  # for a file that does not decode; "replace" where the text is hashed (fingerprints)
 
     def get(self, path: str, line: int) -> str | None:
         if path not in self._files:
+            from placement_lint.source_text import Undecodable, Unreadable, decode, read_source
+
             try:
-                with open(path, encoding="utf-8", errors=self._errors) as fh:
-                    self._files[path] = fh.read().split("\n")
-            except OSError:
+                data = read_source(path)
+            except Unreadable:
                 self._files[path] = None
+            else:
+                try:
+                    text = decode(data)
+                except Undecodable:  # (its finding is the DTP000 that says so)
+                    text = data.decode("utf-8", errors=self._errors)
+                # universal newlines, as Python (and the parser) count lines
+                self._files[path] = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         lines = self._files[path]
         if lines is None or not 1 <= line <= len(lines):
             return None

@@ -12,12 +12,19 @@ pattern at a time in Python (too slow for a 300-line `.gitignore` over thousands
 its regexes also match a path through any matching ancestor, with semantics that changed between
 pathspec 0.12 and 1.x.  Because ancestors are pruned during the walk, each path here only needs
 an *exact* match, which one combined regex per run of same-polarity patterns answers.
+
+A directory that cannot be listed, and an ignore file that exists but cannot be read, become error
+entries (`errors`); the walk goes on. Every `*.py` entry that is not a directory is listed, FIFOs,
+devices and symlink loops included: the engine refuses to read those, with the reason, as an error
+entry for that path. Only symlinks to directories (not followed) and dangling symlinks are skipped.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -209,13 +216,28 @@ class PatternSet:
         return self.check(rel) is True
 
 
-def _read_ignore_file(path: str) -> PatternSet | None:
+def _read_ignore_file(path: str, errors: list[dict[str, str]] | None = None, shown: str = "") -> PatternSet | None:
+    """The patterns of an ignore file; None if it is absent or empty. One that exists but cannot
+    be read (unreadable, a FIFO: never opened blocking) is an error entry in `errors`."""
+    from placement_lint.source_text import Unreadable, read_source
+
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            ps = PatternSet(f.read().splitlines())
-    except OSError:
+        data = read_source(path)
+    except Unreadable as exc:
+        if errors is not None and os.path.lexists(path):
+            errors.append({"path": shown or path, "message": f"cannot read ignore file: {exc}"})
         return None
+    ps = PatternSet(data.decode("utf-8", errors="replace").splitlines())
     return ps or None
+
+
+def _is_loop(path: str) -> bool:
+    """Whether `path` is a symlink loop (os.path.exists says False: it looks absent)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _is_under(path: str, base: str) -> bool:
@@ -233,7 +255,7 @@ def _rel_dir(path: str, base: str) -> str:
 _Chain = tuple[tuple[str, int, PatternSet], ...]
 
 
-def _ancestor_ignores(top: str, root: str) -> _Chain:
+def _ancestor_ignores(top: str, root: str, errors: list[dict[str, str]] | None = None) -> _Chain:
     """Ignore files that apply to `top` from above: `.git/info/exclude` and every `.gitignore`
     from the repository root (else the config root, if `top` is under it) down to `top`'s parent."""
     git_top = None
@@ -249,7 +271,7 @@ def _ancestor_ignores(top: str, root: str) -> _Chain:
     start = git_top or (root if _is_under(top, root) else top)
     chain: list[tuple[str, int, PatternSet]] = []
     if git_top is not None:
-        ps = _read_ignore_file(os.path.join(git_top, ".git", "info", "exclude"))
+        ps = _read_ignore_file(os.path.join(git_top, ".git", "info", "exclude"), errors)
         if ps:
             chain.append((_rel_dir(top, git_top), 0, ps))
     dirs = []
@@ -258,18 +280,20 @@ def _ancestor_ignores(top: str, root: str) -> _Chain:
         cur = os.path.dirname(cur)
         dirs.append(cur)
     for d in reversed(dirs):  # outermost first: deeper files take precedence
-        ps = _read_ignore_file(os.path.join(d, ".gitignore"))
+        ps = _read_ignore_file(os.path.join(d, ".gitignore"), errors)
         if ps:
             chain.append((_rel_dir(top, d), 0, ps))
     return tuple(chain)
 
 
-def _walk(top: str, display: str, config: Config, root: str, exclude: PatternSet, out: dict[str, str]) -> None:
-    """Add every non-excluded Python file under directory `top` (absolute) to `out`."""
+def _walk(top: str, display: str, config: Config, root: str, exclude: PatternSet, out: dict[str, str],
+          errors: list[dict[str, str]] | None = None) -> None:
+    """Add every non-excluded Python file under directory `top` (absolute) to `out`; a directory
+    that cannot be listed is an error entry in `errors`."""
     # Exclude patterns are relative to the config root; outside it, to the directory walked.
     ex_prefix = _rel_dir(top, root) if _is_under(top, root) else ""
     gitignore = config.respect_gitignore
-    chain: _Chain = _ancestor_ignores(top, root) if gitignore else ()
+    chain: _Chain = _ancestor_ignores(top, root, errors) if gitignore else ()
     display_prefix = "" if display in ("", ".") else display.rstrip("/" + os.sep) + "/"
     stack: list[tuple[str, str, _Chain]] = [(top, "", chain)]
     while stack:
@@ -277,12 +301,17 @@ def _walk(top: str, display: str, config: Config, root: str, exclude: PatternSet
         try:
             with os.scandir(abs_dir) as it:
                 entries = list(it)
-        except OSError:
-            continue  # unreadable directory: nothing to lint there
+        except OSError as exc:
+            if errors is not None:  # its files are not linted: said, not skipped silently
+                from placement_lint.source_text import os_reason
+
+                shown = (display_prefix + rel_dir).rstrip("/") or display
+                errors.append({"path": shown, "message": f"cannot read directory: {os_reason(exc)}"})
+            continue
         if gitignore:
             for e in entries:
                 if e.name == ".gitignore":
-                    ps = _read_ignore_file(e.path)
+                    ps = _read_ignore_file(e.path, errors, display_prefix + rel_dir + e.name)
                     if ps:
                         chain = chain + (("", len(rel_dir), ps),)
                     break
@@ -310,16 +339,27 @@ def _walk(top: str, display: str, config: Config, root: str, exclude: PatternSet
                     continue
             if is_dir:
                 stack.append((e.path, rel, chain))
-            elif not e.is_symlink() or e.is_file():  # skip dangling links and links to directories
+            elif not e.is_symlink() or _link_listed(e):
                 out.setdefault(e.path, display_prefix + rel)
 
 
-def discover(paths: Sequence[str | Path], config: Config) -> list[Path]:
+def _link_listed(e: os.DirEntry) -> bool:
+    """Whether a symlinked `*.py` entry is listed: not if it leads to a directory (not followed)
+    or nowhere (dangling); a loop, or a link to a FIFO or device, is, for the engine to refuse."""
+    try:
+        return not stat.S_ISDIR(e.stat().st_mode)  # (e.is_dir() says False for a dangling link)
+    except OSError as exc:
+        return exc.errno != errno.ENOENT
+
+
+def discover(paths: Sequence[str | Path], config: Config, errors: list[dict[str, str]] | None = None) -> list[Path]:
     """Python files named by `paths`: directories are expanded recursively to `*.py`/`*.pyi`
     files, honouring `exclude`, `extend_exclude` and (with `respect_gitignore`) `.gitignore`.
 
-    Files named explicitly are always included, whatever the excludes say. Returns paths as
-    the user wrote them (relative stays relative), sorted and deduplicated.
+    Files named explicitly are always included, whatever the excludes say (a symlink loop too:
+    the engine reports it). Returns paths as the user wrote them (relative stays relative),
+    sorted and deduplicated. `errors` gets {path, message} for what could not be read on the way
+    (a directory that cannot be listed, an unreadable ignore file).
     """
     cwd = os.getcwd()
     root = os.path.abspath(config.root)
@@ -329,8 +369,8 @@ def discover(paths: Sequence[str | Path], config: Config) -> list[Path]:
         text = os.fspath(p)
         absolute = os.path.normpath(os.path.join(cwd, text))
         if os.path.isdir(absolute):
-            _walk(absolute, text, config, root, exclude, found)
-        elif os.path.exists(absolute):
+            _walk(absolute, text, config, root, exclude, found, errors)
+        elif os.path.exists(absolute) or _is_loop(absolute):
             found.setdefault(absolute, text)
         else:
             raise UsageError(f"{text}: No such file or directory")

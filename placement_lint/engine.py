@@ -22,8 +22,18 @@ def display_path(path: Path, cwd: Path) -> str:
 
 
 def read_bytes(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
+    """A source file's bytes: regular files only, at most source_text.max_file_size() bytes.
+    Raises source_text.Unreadable (or OSError) with the reason."""
+    from placement_lint.source_text import read_source
+
+    return read_source(path)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a file was not read: an Unreadable's reason, an OSError's (a symlink loop said so)."""
+    from placement_lint.source_text import os_reason
+
+    return os_reason(exc) if isinstance(exc, OSError) else str(exc)
 
 
 def compute_facts(items: Sequence[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
@@ -33,9 +43,9 @@ def compute_facts(items: Sequence[tuple[str, bytes, str]]) -> list[dict[str, Any
     return [file_facts(data, mode) for _, data, mode in items]
 
 
-def read_error(shown: str, exc: OSError | str) -> dict[str, Any]:
+def read_error(shown: str, exc: BaseException | str) -> dict[str, Any]:
     """The error of a file that could not be stat'ed or read (`exc`, or its reason from a worker)."""
-    reason = exc if isinstance(exc, str) else exc.strerror or exc
+    reason = exc if isinstance(exc, str) else _reason(exc)
     return {"path": shown, "message": f"cannot read file: {reason}"}
 
 
@@ -47,15 +57,16 @@ def scan_files(items: Sequence[tuple[str, int]], mode: str, cache) -> list[tuple
     Top level so a process pool can run it; the bytes stay in the worker."""
     from placement_lint import prefilter
     from placement_lint.facts import file_facts
+    from placement_lint.source_text import Unreadable, decodable
 
     out: list[tuple] = []
     for path, _ in items:
         try:
             data = read_bytes(Path(path))
-        except OSError as exc:
-            out.append((str(exc.strerror or exc),))
+        except (OSError, Unreadable) as exc:
+            out.append((_reason(exc),))
             continue
-        if not prefilter.might_match(data):
+        if not prefilter.might_match(data) and decodable(data):  # an undecodable file is reported (DTP000)
             out.append((False, "", None))
             continue
         digest, facts = "", None
@@ -96,23 +107,42 @@ def may_define_leaky_style(facts: dict[str, Any]) -> bool:
 class Source:
     """A file's bytes, read only when needed (a warm run knows unchanged files by their stat)."""
 
-    __slots__ = ("path", "data", "digest")
+    __slots__ = ("path", "data", "digest", "used")
 
     def __init__(self, path: Path, data: bytes | None = None, digest: str = ""):
         self.path, self.data, self.digest = path, data, digest
+        self.used = False  # facts of this file were served in this run (FactStore.facts_for)
 
     def bytes(self) -> bytes:
+        """The file's bytes, read if not held. Read after facts were served for its digest (a
+        later phase: positions, whole-file), it must still be the file the digest names, else
+        Unreadable: the engine reports it and drops the file rather than mix facts of two
+        contents. Before that, a digest the bytes contradict (the stat manifest's, for a file
+        changed behind an unchanged stat) is replaced by the bytes' own."""
         if self.data is None:
-            self.data = read_bytes(self.path)
+            data = read_bytes(self.path)
+            if self.digest:
+                from placement_lint.cache import digest
+
+                actual = digest(data)
+                if actual != self.digest:
+                    if self.used:
+                        from placement_lint.source_text import Unreadable
+
+                        raise Unreadable("its content changed while placement-lint ran; run again")
+                    self.digest = actual
+            self.data = data
         return self.data
 
     def mentions(self, tokens: Sequence[bytes]) -> bool:
         """Whether the file holds one of `tokens`. Bytes not held are read for this test only (a
         tree the workers read is scanned here one file at a time, never held whole); a file that
-        has become unreadable since it was listed mentions nothing."""
+        has become unreadable since it was listed mentions nothing (a later read reports it)."""
+        from placement_lint.source_text import Unreadable
+
         try:
             data = self.data if self.data is not None else read_bytes(self.path)
-        except OSError:
+        except (OSError, Unreadable):
             return False
         return any(t in data for t in tokens)
 
@@ -131,6 +161,8 @@ class FactStore:
             self.manifest = Manifest(cache_dir, self.cache.salt)
         self.jobs = jobs
         self._pool = None  # one worker pool for the run's phases, started by the first that needs it
+        self.lost: dict[str, str] = {}  # path -> why a file read again in a later phase could not be
+        self.restated: list[str] = []  # paths whose bytes contradicted the digest they came with
 
     @property
     def cache(self):
@@ -142,16 +174,28 @@ class FactStore:
             self._cache = FactsCache(self.cache_dir)
         return self._cache
 
-    def facts_for(self, items: list[tuple[str, Source, str]]) -> list[dict[str, Any]]:
+    def facts_for(self, items: list[tuple[str, Source, str]]) -> list[dict[str, Any] | None]:
+        """Facts per (path, Source, mode) item; None for a file that cannot be read now (it
+        vanished or changed since phase one): its reason is left in `self.lost`."""
         from placement_lint.cache import digest
+        from placement_lint.source_text import Unreadable
 
         results: list[dict[str, Any] | None] = [None] * len(items)
         todo: list[int] = []
-        for i, (_, src, mode) in enumerate(items):
-            hit = None
-            if self.cache is not None:
-                src.digest = src.digest or digest(src.bytes())
-                hit = self.cache.get(src.digest, mode)
+        for i, (path, src, mode) in enumerate(items):
+            hit, given = None, src.digest
+            try:
+                if self.cache is not None:
+                    src.digest = src.digest or digest(src.bytes())
+                    hit = self.cache.get(src.digest, mode)
+                if hit is None:
+                    src.bytes()  # read here, so that a lost file never reaches the pool
+            except (OSError, Unreadable) as exc:
+                self.lost[path] = _reason(exc)
+                continue
+            if given and src.digest != given:
+                self.restated.append(path)
+            src.used = True
             if hit is not None:
                 results[i] = hit
             else:
@@ -162,7 +206,7 @@ class FactStore:
                 results[i] = facts
                 if self.cache is not None:
                     self.cache.put(items[i][1].digest, items[i][2], facts)
-        return results  # type: ignore[return-value]
+        return results
 
     @property
     def pool(self):
@@ -225,11 +269,15 @@ def lint(
     from placement_lint import prefilter
     from placement_lint.discovery import discover
 
+    from placement_lint.source_text import max_file_size, not_regular
+
     start = time.perf_counter()
+    max_file_size()  # a bad PLACEMENT_LINT_MAX_FILE_SIZE is a usage error before any work
     cwd = (cwd or Path.cwd()).resolve()
     overlay = {os.path.normpath(os.path.join(cwd, p)): data for p, data in (overlay or {}).items()}
+    errors: list[dict[str, Any]] = []  # per path: a directory or file that could not be read
     files = discover([p for p in paths if os.path.normpath(os.path.join(cwd, p)) not in overlay or os.path.exists(p)],
-                     config)
+                     config, errors=errors)
     known = {os.path.normpath(os.path.join(cwd, f)) for f in files}
     files += [Path(p) for p in overlay if p not in known]
     if cache_dir is None and use_cache:
@@ -237,7 +285,6 @@ def lint(
     # the stat manifest pays off on trees; for the few files a pre-commit hook passes, reading them is cheaper
     store = FactStore(use_cache, cache_dir, jobs, manifest=len(files) > MANIFEST_MIN_FILES)
 
-    errors: list[dict[str, Any]] = []
     facts: dict[str, dict[str, Any]] = {}
     sources: dict[str, Source] = {}
     candidates: list[str] = []
@@ -266,6 +313,10 @@ def lint(
             st = os.stat(path)
         except OSError as exc:
             slots[i] = read_error(shown, exc)
+            continue
+        why = not_regular(st.st_mode)  # a FIFO, a device: never opened (read_bytes checks again, on the descriptor)
+        if why:
+            slots[i] = read_error(shown, why)
             continue
         known = manifest.lookup(shown, st) if manifest is not None else None
         if known is not None:
@@ -296,14 +347,16 @@ def lint(
                 scanned[shown] = file_facts
     else:
         from placement_lint import prefilter
+        from placement_lint.source_text import Unreadable, decodable
 
         for i, path, shown, st in to_read:
             try:
                 src = Source(path, read_bytes(path))
-            except OSError as exc:
+            except (OSError, Unreadable) as exc:
                 slots[i] = read_error(shown, exc)
                 continue
-            is_candidate = prefilter.might_match(src.data)
+            # an undecodable file is a candidate: its facts report why (DTP000), it is not skipped
+            is_candidate = prefilter.might_match(src.data) or not decodable(src.data)
             if manifest is not None:
                 from placement_lint.cache import digest
 
@@ -326,9 +379,21 @@ def lint(
         from placement_lint.facts import SKIP_TEST_RANK as skip
 
     def analyse(paths: Iterable[str], mode: str) -> None:
-        items = [(p, sources[p], mode) for p in paths]
+        items = [(p, sources[p], mode) for p in paths if p in sources]
         for (p, _, _), f in zip(items, store.facts_for(items)):
-            facts[p] = f
+            if f is not None:
+                facts[p] = f
+                continue
+            # read again after phase one, the file was gone or different: an error entry, and the
+            # file leaves the run (its earlier facts would mix two contents)
+            errors.append(read_error(p, store.lost.pop(p)))
+            facts.pop(p, None)
+            sources.pop(p, None)
+            if manifest is not None:
+                manifest.forget(p)
+        if manifest is not None:
+            while store.restated:  # the manifest's digest was wrong: the next run reads the file again
+                manifest.forget(store.restated.pop())
 
     def analyse_late(paths: list[str], mode: str) -> None:
         """Phases two and two b: files the prefilter may have skipped, analysed whole; the
@@ -336,7 +401,8 @@ def lint(
         analyse(paths, mode)
         if manifest is not None:
             for p in paths:
-                manifest.record_late_digest(p, sources[p].digest)
+                if p in sources:
+                    manifest.record_late_digest(p, sources[p].digest)
 
     try:
         if scanned:
@@ -345,7 +411,8 @@ def lint(
             done = dict(facts)
             facts.clear()
             for p in candidates:
-                facts[p] = scanned[p] if p in scanned else done[p]
+                if p in scanned or p in done:  # (not a file lost since phase one)
+                    facts[p] = scanned[p] if p in scanned else done[p]
         else:
             analyse(candidates, skip)  # mode "" or SKIP_TEST_RANK
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from placement_lint import api, prefilter
+from placement_lint import api, prefilter, source_text
 from placement_lint.suppression import named, scan
 
 #: bump when the shape or meaning of facts changes: part of every cache key
@@ -66,12 +66,12 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
     skip_test_rank = mode.endswith(SKIP_TEST_RANK)
     mode_base = base_mode(mode)
     force = mode_base in WHOLE_FILE_MODES
-    if not force and not prefilter.might_match(data):
-        return EMPTY
+    if not force and not prefilter.might_match(data) and source_text.decodable(data):
+        return EMPTY  # (an undecodable file is reported, not skipped: a UTF-16 file never matches)
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return {**EMPTY, "error": {"line": 1, "column": 1, "message": f"file is not valid UTF-8: {exc.reason} at byte {exc.start}"}}
+        text = source_text.decode(data)  # as CPython reads source: coding cookie, BOM
+    except source_text.Undecodable as exc:
+        return {**EMPTY, "error": exc.error()}
     # libcst is imported only for files that passed the prefilter
     import libcst as cst
 

@@ -39,7 +39,8 @@ def fingerprints(findings: Iterable[Any]) -> list[str]:
         key = "\0".join((f.code, f.path.replace(os.sep, "/"), f.symbol, _code(f.path, f.line, f.end_line, lines)))
         n = seen[key]
         seen[key] += 1
-        out[i] = hashlib.sha256(f"{key}\0{n}".encode()).hexdigest()[:32]
+        # (surrogateescape: a file name that is not UTF-8 hashes as its bytes, never fails)
+        out[i] = hashlib.sha256(f"{key}\0{n}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return out
 
 

@@ -7,7 +7,9 @@ reporter sees a fix, `complete_imports` adds the edit that binds a missing name 
 module's last top-level import), so SARIF and rdjson suggestions carry it too. Edits are applied
 from the end of the file backwards; one overlapping an edit already taken is skipped (the next
 run picks it up). Writes are atomic (a temporary file in the same directory, then a rename) and
-keep the file's mode; a second run finds nothing left to change.
+keep the file's mode and its encoding (a coding cookie's, a UTF-8 BOM kept); a second run finds
+nothing left to change. Files are read as the engine reads them (source_text): a file that is gone,
+not a regular file or undecodable by now gets no fix.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from placement_lint.errors import UsageError
 
 
 def _read(path: str) -> str | None:
+    """The file's text as the engine decoded it (newlines as they are), or None."""
+    from placement_lint.source_text import Undecodable, Unreadable, decode, read_source
+
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            return fh.read()
-    except (OSError, UnicodeDecodeError):
+        return decode(read_source(path))
+    except (Unreadable, Undecodable):
         return None
 
 
@@ -43,17 +47,30 @@ def _bound_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _import_line(tree: ast.Module) -> int:
+def _header_lines(text: str) -> int:
+    """How many of the first two lines are a shebang or a coding cookie: an import goes below
+    them (a cookie pushed to line 3 no longer counts, and the file would be read as UTF-8)."""
+    import re
+
+    n = 0
+    for i, row in enumerate(text.split("\n", 2)[:2]):
+        if (i == 0 and row.startswith("#!")) or re.match(r"^[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+", row):
+            n = i + 1
+    return n
+
+
+def _import_line(tree: ast.Module, text: str = "") -> int:
     """1-based line before which a new top-level import goes: after the last top-level import
-    (or the module docstring / `from __future__` imports when there is none)."""
-    after = 0
+    (or the module docstring / `from __future__` imports when there is none), never above a
+    shebang or coding cookie."""
+    after = header = _header_lines(text)
     for i, node in enumerate(tree.body):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             after = node.end_lineno or node.lineno
         elif i == 0 and isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant) \
                 and isinstance(node.value.value, str):
             after = node.end_lineno or node.lineno
-        elif after:
+        elif after > header:
             break
     return after + 1
 
@@ -109,7 +126,7 @@ def complete_imports(findings: Iterable[Any]) -> None:
         if tree is None:
             continue
         bound = _bound_names(tree)
-        line = _import_line(tree)
+        line = _import_line(tree, text_of(f.path) or "")
         for module, name in needs:
             if name in bound:
                 continue
@@ -167,11 +184,23 @@ def apply_edits(text: str, edits: list[dict]) -> tuple[str, int]:
 
 
 def write_atomic(path: str, text: str) -> None:
-    st = os.stat(path)
+    """Replace the file's text with `text`, in the encoding the file is in now (its coding
+    cookie's, UTF-8 with its BOM kept). UsageError if that cannot be done."""
+    from placement_lint.source_text import Undecodable, Unreadable, detect_encoding, read_source
+
+    try:
+        st = os.stat(path)
+        data = text.encode(detect_encoding(read_source(path)))  # ('utf-8-sig' writes the BOM)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the fix: {exc.strerror or exc}") from None
+    except (Unreadable, Undecodable) as exc:
+        raise UsageError(f"{path}: cannot write the fix: {exc}") from None
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"{path}: cannot write the fix: the fixed text cannot be encoded in {exc.encoding}") from None
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.placement-lint.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
         os.chmod(tmp, st.st_mode & 0o7777)
         os.replace(tmp, path)
     except OSError as exc:
@@ -202,8 +231,10 @@ def plan(findings: Iterable[Any], unsafe: bool) -> dict[str, tuple[str, str, int
 def diff(changes: dict[str, tuple[str, str, int]]) -> str:
     parts = []
     for path, (old, new, _n) in sorted(changes.items()):
+        from placement_lint.reporters import quote_path
+
         parts.extend(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                          fromfile=f"a/{path}", tofile=f"b/{path}"))
+                                          fromfile=quote_path(f"a/{path}"), tofile=quote_path(f"b/{path}")))
     return "".join(parts)
 
 

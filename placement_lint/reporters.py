@@ -2,11 +2,20 @@
 
 Kept cheap to import (the CLI imports it for `FORMATS`): anything a single format needs
 (json, hashlib, the rule registry) is imported inside that format's function.
+
+File names are bytes to the OS; a name that is not valid UTF-8 reaches us as a str with lone
+surrogates (os.fsdecode), which no output encoding can write, and a name may hold a newline.
+Every format writes such names (see `quote_path`): text, concise, github and stderr show an unusual
+name git-style, in double quotes with C escapes; json and rdjson keep a valid name as it is (JSON
+escapes its control characters) and give a non-UTF-8 one git-style too; SARIF percent-encodes the
+name's bytes in its URIs. Any other text holding such bytes (a message citing the file) shows
+them as `\\xNN`. No output ever holds a lone surrogate.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from typing import Any, Callable
 
@@ -20,6 +29,64 @@ INFORMATION_URI = "https://pypi.org/project/placement-lint/"
 
 _ANSI = {"bold": "\033[1m", "red": "\033[31m", "yellow": "\033[33m", "cyan": "\033[36m", "dim": "\033[2m", "reset": "\033[0m"}
 _CONF_COLOR = {Confidence.HIGH: "red", Confidence.MEDIUM: "yellow", Confidence.LOW: "cyan"}
+
+
+# file names ---------------------------------------------------------------------------------
+#: a name holding one of these is shown quoted: C0/C1 controls and DEL, line and paragraph
+#: separators (they break lines too), the quoting's own `"` and `\`, and lone surrogates
+_UNUSUAL = re.compile("[\x00-\x1f\x7f-\x9f\"\\\\\u2028\u2029\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r",
+              '"': '\\"', "\\": "\\\\"}
+
+
+def _raw(ch: str) -> bytes:
+    """The bytes a character of a file name stands for (a lone surrogate: the undecodable byte)."""
+    try:
+        return ch.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return ch.encode("utf-8", "surrogatepass")
+
+
+def quote_path(path: str) -> str:
+    """`path` as git shows an unusual name (core.quotePath off): unchanged unless it holds a control
+    character, a line separator, `"`, `\\` or bytes that are not UTF-8; then in double quotes with
+    C escapes (\\n, \\t, \\", \\\\) and octal escapes for other such bytes (\\351). Reversible, and
+    never mistaken for a plain name (those never start with `"`)."""
+    if not _UNUSUAL.search(path):
+        return path
+    out = []
+    for ch in path:
+        if ch in _C_ESCAPES:
+            out.append(_C_ESCAPES[ch])
+        elif _UNUSUAL.match(ch):
+            out.extend(f"\\{b:03o}" for b in _raw(ch))
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _json_path(path: str) -> str:
+    """A path in a JSON format: as it is when it is valid Unicode, else `quote_path`'s form."""
+    return quote_path(path) if not path.isascii() and _SURROGATE.search(path) else path
+
+
+def escape_text(text: str) -> str:
+    """`text` with every lone surrogate (a byte a file name or file did not decode) as `\\xNN`."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return "".join(c if not _SURROGATE.match(c) else "".join(f"\\x{b:02x}" for b in _raw(c)) for c in text)
+
+
+def _clean(obj: Any, key: str | None = None) -> Any:
+    """A JSON tree with no lone surrogate: "path" values as `_json_path`, other text `escape_text`."""
+    if isinstance(obj, str):
+        return (_json_path(obj) if key == "path" else escape_text(obj)) if not obj.isascii() else obj
+    if isinstance(obj, dict):
+        return {escape_text(k) if isinstance(k, str) else k: _clean(v, k) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v, key) for v in obj]
+    return obj
 
 
 def render(report: Report, fmt: str, *, show_fixes: bool = False, color: bool = False,
@@ -52,12 +119,12 @@ def render_errors(report: Report, fmt: str = "text") -> str:
     """
     lines = []
     for err in report.errors:
-        path, message = err.get("path") or "", err.get("message", "")
+        path, message = err.get("path") or "", escape_text(err.get("message", ""))
         if fmt == "github":
-            props = f" file={_gh_property(path)}" if path else ""
+            props = f" file={_gh_property(_json_path(path))}" if path else ""
             lines.append(f"::error{props}::{_gh_data(f'{TOOL_NAME}: {message}')}")
         else:
-            lines.append(f"{path}: error: {message}" if path else f"error: {message}")
+            lines.append(f"{quote_path(path)}: error: {message}" if path else f"error: {message}")
     return "".join(line + "\n" for line in lines)
 
 
@@ -74,7 +141,7 @@ def render_statistics(report: Report, fmt: str = "text") -> str:
 def _json(data: Any) -> str:
     import json
 
-    return json.dumps(data, indent=2) + "\n"
+    return json.dumps(_clean(data), indent=2) + "\n"
 
 
 # text / concise --------------------------------------------------------------------------
@@ -156,12 +223,12 @@ def _text(report: Report, *, show_fixes: bool, color: bool, summary: bool, runti
     lines = []
     for f in report.findings:
         conf = _paint(f"[{f.confidence}]", _CONF_COLOR[f.confidence], color)
-        loc = _paint(f"{f.path}:{f.line}:{f.column}:", "bold", color)
+        loc = _paint(f"{quote_path(f.path)}:{f.line}:{f.column}:", "bold", color)
         lines.append(f"{loc} {_paint(f.code, 'bold', color)} {conf} {f.message}")
         if not summary:
             continue
         for r in f.related:
-            lines.append(f"    {r.path}:{r.line}: note: {r.message}")
+            lines.append(f"    {quote_path(r.path)}:{r.line}: note: {r.message}")
         if f.runtime:
             verdict = f.runtime.get("verdict", "?")
             evidence = short_evidence(f.runtime.get("evidence"))
@@ -174,7 +241,7 @@ def _text(report: Report, *, show_fixes: bool, color: bool, summary: bool, runti
         if runtime:
             lines.append(runtime_line(runtime))
         lines.append(summary_line(report))
-    return "".join(line + "\n" for line in lines)
+    return escape_text("".join(line + "\n" for line in lines))
 
 
 # fix edits, shared by sarif and rdjson -------------------------------------------------------
@@ -200,8 +267,9 @@ def _artifact(path: str) -> dict[str, Any]:
     if os.path.isabs(path):
         from pathlib import Path
 
-        return {"uri": Path(path).as_uri()}
-    return {"uri": quote(posix, safe="/"), "uriBaseId": "%SRCROOT%"}
+        return {"uri": Path(path).as_uri()}  # (percent-encodes os.fsencode(path): the name's bytes)
+    # the name's bytes, percent-encoded: a name that is not UTF-8 keeps its bytes (%E9)
+    return {"uri": quote(os.fsencode(posix), safe="/"), "uriBaseId": "%SRCROOT%"}
 
 
 
@@ -359,7 +427,7 @@ def _github(report: Report) -> str:
         props = ",".join(
             f"{k}={_gh_property(str(v))}"
             for k, v in (
-                ("file", f.path.replace(os.sep, "/")),
+                ("file", _json_path(f.path.replace(os.sep, "/"))),
                 ("line", f.line),
                 ("col", f.column),
                 ("endLine", f.end_line),
@@ -367,7 +435,7 @@ def _github(report: Report) -> str:
                 ("title", f"{f.code} {f.slug}"),
             )
         )
-        lines.append(f"::{_GH_COMMAND[f.confidence]} {props}::{_gh_data(f.message)}")
+        lines.append(f"::{_GH_COMMAND[f.confidence]} {props}::{_gh_data(escape_text(f.message))}")
     return "".join(line + "\n" for line in lines)
 
 
