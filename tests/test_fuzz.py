@@ -1,12 +1,15 @@
-"""The analyzer never crashes on valid Python, and region parsing never changes a finding."""
+"""The analyzer never crashes on valid Python (statement soup; generated programs with DTensor
+triggers injected), and region parsing never changes a finding."""
 
 from __future__ import annotations
 
+import hypothesmith
 import libcst as cst
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from placement_lint.facts import file_facts
+from placement_lint.prefilter import might_match
 
 STATEMENTS = [
     "x = DTensor.from_local(x, mesh, [Replicate()])",
@@ -98,3 +101,66 @@ def test_positions_of_methods_computed_alone_match_the_whole_file():
     key = lambda f: sorted((s["kind"], tuple(s["pos"])) for s in f["sites"] if s["kind"] != "style_candidate")  # noqa: E731
     assert key(fast) == key(full)
     assert len(key(fast)) >= 2
+
+
+# -- generated programs (hypothesmith) with DTensor triggers injected ----------------------------
+
+#: expressions that make the analyzer look: exits, DTensor entries, ranks, rank slices, styles
+TRIGGER_EXPRS = [
+    "x.to_local()", "x.full_tensor()", "self.w.to_local()", "x.to_local(grad_placements=(Partial(),))",
+    "distribute_tensor(x, mesh, [Replicate()])", "DTensor.from_local(x, mesh, [Shard(0)])",
+    "dist.get_rank()", "mesh.get_local_rank()", "h[dist.get_rank() * n:]", "w.to_local().chunk(2)[r]",
+    "local_map(fn, [Partial()], ([Replicate()],), None, mesh)", "RowwiseParallel(use_local_output=True)",
+    "partial(distribute_tensor, placements=[Replicate()])", "{'a': ColwiseParallel(), 'b': NoParallel()}",
+]
+#: always appended: the file passes the byte prefilter and has a site next to the generated code
+TAIL = (
+    "\n\nclass _Triggered(nn.Module):\n    def __init__(self, mesh):\n"
+    "        self.w = distribute_tensor(torch.ones(4), mesh, [Replicate()])\n        self.k = self.w.to_local()\n\n"
+    "    def forward(self, x):\n        return x[dist.get_rank()] * self.k\n"
+)
+
+
+def inject_triggers(program: str, rng) -> str:
+    """A generated program with trigger statements and expressions put inside it (its bodies, its
+    expressions), maybe as a method's body, after the DTensor imports; the tail keeps one site."""
+    from test_mutants import Donors, Program, op_insert_donor, op_replace_stmt, op_wrap
+
+    text = program if program.endswith("\n") else program + "\n"
+    if rng.random() < 0.3:  # as the body of a method
+        text = "class _G(nn.Module):\n    def forward(self, x, w, mesh, n, fn, cond, buf):\n" + "".join(
+            "        " + ln for ln in text.splitlines(keepends=True))
+    text = HEADER + text
+    donors = Donors(STATEMENTS, TRIGGER_EXPRS)
+
+    def trigger_expr(p, r, d):
+        exprs = p.exprs()
+        return p.replace_span(r.choice(exprs), "(" + r.choice(d.exprs) + ")") if exprs else None
+
+    for _ in range(rng.randint(1, 4)):
+        p = Program(text)
+        if p.tree is None:
+            break
+        out = rng.choice((op_insert_donor, op_insert_donor, trigger_expr, op_replace_stmt, op_wrap))(p, rng, donors)
+        text = out if out is not None else text
+    return text + TAIL
+
+
+#: examples per CI run (hypothesmith's from_node is the slow part: ~0.2 s an example)
+CI_GENERATED = 60
+
+
+@settings(max_examples=CI_GENERATED, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(program=st.one_of(hypothesmith.from_grammar(), hypothesmith.from_node()), seed=st.integers(0, 2**32 - 1))
+def test_generated_programs_never_crash_the_analyzer(program, seed, tmp_path_factory):
+    """derandomize: the same examples every run (CI). The program is analysed for real (the
+    prefilter passes it) in every facts mode and through the engine."""
+    import random
+
+    from test_mutants import Projects, check_facts
+
+    text = inject_triggers(program, random.Random(seed))
+    assert might_match(text.encode("utf-8", "surrogatepass"))
+    check_facts(text)
+    Projects(tmp_path_factory.mktemp("gen")).lint(text)
