@@ -114,8 +114,12 @@ def main(argv=None) -> int:
             kind = kind_of(exc)
             crashes[kind] += 1
             label = f"{origin} of {path.relative_to(REPO)}" if path else origin
+            if kind not in smallest:
+                print(f"new crash kind at program {i + 1}: {kind} ({label})", file=sys.stderr, flush=True)
             if kind not in smallest or len(text) < len(smallest[kind][1]):
                 smallest[kind] = (label, text)
+                if args.save:  # written at once: a long run is looked at while it goes
+                    save(args.save, smallest)
         finally:
             signal.alarm(0)
         if args.progress and (i + 1) % args.progress == 0:
@@ -132,11 +136,14 @@ def main(argv=None) -> int:
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    if args.save and smallest:
-        args.save.mkdir(parents=True, exist_ok=True)
-        for k, (kind, (label, text)) in enumerate(sorted(smallest.items())):
-            (args.save / f"crash_{k}.py").write_text(f"# {kind}\n# {label}\n{text}")
     return 1 if crashes else 0
+
+
+def save(folder: Path, smallest: dict[str, tuple[str, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, (label, text) in smallest.items():
+        name = "".join(c if c.isalnum() else "_" for c in kind)[:80]
+        (folder / f"{name}.py").write_text(f"# {kind}\n# {label}\n{text}", errors="surrogatepass")
 
 
 if __name__ == "__main__":
