@@ -127,6 +127,13 @@ def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_
                          keep_dir=keep_dir)
     if reference_rtol is not None and not (reference or verify_fix):
         raise UsageError("--reference-rtol needs --reference (or --verify-fix, which runs the reference)")
+    if backend != "sim":
+        from placement_lint.runtime.launcher import check_ports, oversubscription_warning, resolve_backend
+
+        check_ports(opts)  # before the reference run, which would take seconds first
+        crowded = oversubscription_warning(nproc, resolve_backend(backend, nproc))
+        if crowded:
+            _warning(crowded)
     # the reference run's gradients live here; removed at the end unless --keep-dir
     work = keep_dir or (tempfile.mkdtemp(prefix="placement-lint-ref-") if reference or verify_fix else "")
     try:

@@ -132,16 +132,80 @@ def harness_source_path(spec: str, cwd: str | os.PathLike | None = None) -> Path
     if is_file:
         p = Path(target)
         return p if p.is_absolute() else cwd / p
-    found = importlib.util.find_spec(target) if target else None
+    try:
+        found = _module_spec(target, cwd) if target else None
+    except (ImportError, ValueError):
+        return None
     if found is not None and found.origin and found.origin.endswith(".py"):
         return Path(found.origin)
     return None
 
 
+def require_module(model, spec: str) -> None:
+    """A harness returns the module whose gradients are checked: anything else (None from a
+    forgotten `return`, the loss tensor) would check nothing and report "0 parameters checked"."""
+    if not isinstance(model, torch.nn.Module):
+        got = "None" if model is None else f"a {type(model).__qualname__}"
+        raise UsageError(f"harness {spec} returned {got}, not an nn.Module: it must return the model "
+                         "whose parameter gradients are checked (after one backward)")
+
+
+def _module_spec(target: str, cwd: Path):
+    """The import spec of module `target`, found on the path the ranks will search (cwd first)
+    without importing anything: importlib.util.find_spec would execute the parent packages. Falls
+    back to find_spec for modules only an import hook knows (e.g. editable installs)."""
+    from importlib.machinery import PathFinder
+
+    search = [str(cwd)] + sys.path
+    parts = target.split(".")
+    found = PathFinder.find_spec(parts[0], search)
+    if found is not None:  # on the path: its submodules are too (or nowhere)
+        for i in range(1, len(parts)):
+            search = list(found.submodule_search_locations or [])
+            found = PathFinder.find_spec(".".join(parts[:i + 1]), search) if search else None
+            if found is None:
+                return None
+        return found
+    if str(cwd) not in sys.path:
+        sys.path.insert(0, str(cwd))
+    return importlib.util.find_spec(target)
+
+
+def _top_level_names(tree) -> set[str] | None:
+    """Names the module binds outside its functions and classes, under `if`/`try`/`with` too;
+    None where that cannot be known statically (`import *`, `globals()`, a module `__getattr__`)."""
+    import ast
+
+    names: set[str] = set()
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue  # their bodies bind local names
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(a.name == "*" for a in node.names):
+                return None
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif node.id == "globals":
+                return None
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+        todo.extend(ast.iter_child_nodes(node))
+    return None if "__getattr__" in names else names
+
+
 def check_harness(spec: str, cwd: str | os.PathLike | None = None) -> None:
     """Refuse a harness that cannot load, before any rank starts (UsageError, one line): a missing
-    file or module, a syntax error (file:line), no top-level `def`/assignment of the function.
-    Static: the harness is not imported here (the ranks do that)."""
+    file or module, a syntax error (file:line), a function the module never binds at top level.
+    Static: neither the harness nor its packages are imported here (the ranks do that)."""
     import ast
 
     cwd = Path(cwd or os.getcwd())
@@ -151,10 +215,8 @@ def check_harness(spec: str, cwd: str | os.PathLike | None = None) -> None:
         if not path.is_file():
             raise UsageError(f"harness file not found: {target}")
     else:
-        if str(cwd) not in sys.path:
-            sys.path.insert(0, str(cwd))
         try:
-            found = importlib.util.find_spec(target)
+            found = _module_spec(target, cwd)
         except (ImportError, ValueError) as exc:
             raise UsageError(f"cannot import harness module {target!r}: {exc}") from None
         if found is None:
@@ -168,16 +230,6 @@ def check_harness(spec: str, cwd: str | os.PathLike | None = None) -> None:
         raise UsageError(f"harness {spec!r}: syntax error at {path}:{exc.lineno}: {exc.msg}") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"harness {spec!r}: cannot read {path}: {exc}") from None
-    names = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
-                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif not isinstance(node, (ast.Expr, ast.Pass)):
-            return  # defined under a condition, a loop, a try: the ranks will tell
-    if func not in names:
+    names = _top_level_names(tree)
+    if names is not None and func not in names:
         raise UsageError(f"harness {spec!r}: {path.name} defines no top-level {func!r}")

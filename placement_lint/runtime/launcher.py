@@ -14,8 +14,11 @@ its usual rendezvous flags. What this module adds is containment:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,14 +80,72 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _port_taken(host: str | None, port: int) -> bool:
+    """Whether `port` is already taken on this machine, asked only where `host` is this machine
+    (other nodes' ports are theirs to check). The rendezvous store listens on every interface,
+    so a listener on any address counts; a TIME_WAIT leftover does not (SO_REUSEADDR, as the
+    store itself)."""
+    host = host or "127.0.0.1"
+    if host not in ("localhost", "127.0.0.1", "::1", "0.0.0.0", "::"):
         try:
-            s.bind((host if host not in ("localhost",) else "127.0.0.1", port))
+            with socket.create_server((host, 0)):
+                pass
         except OSError:
-            return True
+            return False  # not an address of this machine (or unresolvable): not ours to check
+    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 here
+        with s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                s.bind((addr, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
     return False
+
+
+def check_ports(opts: LaunchOptions) -> None:
+    """A taken rendezvous port is one line naming it, before torchrun starts (exit 2)."""
+    if opts.node_rank not in (None, 0):
+        return  # only node 0 listens
+    if opts.rdzv_endpoint:
+        host, _, port = opts.rdzv_endpoint.rpartition(":")
+        if port.isdigit() and _port_taken(host.strip("[]"), int(port)):
+            raise UsageError(f"--rdzv-endpoint {opts.rdzv_endpoint}: port {port} is already in use "
+                             "(another job? pick a free port or drop the flag)")
+    elif opts.master_port and _port_taken(opts.master_addr, opts.master_port):
+        raise UsageError(f"--master-port {opts.master_port}: port {opts.master_port} is already in use "
+                         "(another job? pick a free port or drop the flag)")
+
+
+def rendezvous_port(cmd: list[str]) -> str:
+    """The port a torchrun command listens on (for the message when it turns out taken)."""
+    for flag in ("--rdzv-endpoint", "--master-port"):
+        if flag in cmd:
+            return cmd[cmd.index(flag) + 1].rpartition(":")[2]
+    return "29500"
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on (taskset, cgroups)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def oversubscription_warning(nproc: int, backend: str) -> str | None:
+    """gloo ranks are CPU processes: more of them than cores is slow (each imports torch and
+    spins in collectives), not wrong. A warning, once, before the launch."""
+    cores = cpu_cores()
+    if backend == "gloo" and nproc > cores:
+        return (f"--nproc {nproc}: {nproc} gloo ranks on {cores} CPU core(s) share the cores; start-up "
+                "and collectives will be slow and --timeout may cut the run (fewer ranks are faster)")
+    return None
 
 
 def torchrun_command(opts: LaunchOptions, spec_path: str) -> list[str]:
@@ -107,18 +169,33 @@ def torchrun_command(opts: LaunchOptions, spec_path: str) -> list[str]:
     return cmd
 
 
-def _children_of() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
+def _proc_stats():
+    """(pid, ppid, pgid, session, state) of every process (Linux /proc; nothing elsewhere)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as fh:
                 stat = fh.read()
-        except OSError:
+            fields = stat[stat.rfind(")") + 2:].split()  # the name may hold spaces and parentheses
+            yield int(entry), int(fields[1]), int(fields[2]), int(fields[3]), fields[0]
+        except (OSError, IndexError, ValueError):
             continue
-        ppid = int(stat[stat.rfind(")") + 2:].split()[1])
-        kids.setdefault(ppid, []).append(int(entry))
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`, the calling process excepted."""
+    return [pid for pid, _pp, g, _sid, state in _proc_stats() if g == pgid and state != "Z" and pid != os.getpid()]
+
+
+def _children_of() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for pid, ppid, _pgid, _sid, _state in _proc_stats():
+        kids.setdefault(ppid, []).append(pid)
     return kids
 
 
@@ -181,17 +258,25 @@ def _pdeathsig_term():
 def launch(spec: dict, opts: LaunchOptions) -> dict:
     """Run `spec` (see worker.py) on opts.nproc ranks; return rank 0's result dict.
 
-    The launch's folder (spec, result, progress, the log, and torchrun's own `torchelastic_*`
-    folders: TMPDIR points into it) is removed after a successful launch; after a failure it is
-    kept, because the error names its log. `--keep-dir` keeps everything."""
+    The launch's folder (spec, result, progress, the logs, and torchrun's own `torchelastic_*`
+    folders: TMPDIR points into it) is removed at the end whatever the outcome; `--keep-dir`
+    keeps everything, and only then does an error name a log."""
     backend = resolve_backend(opts.backend, opts.nproc)
+    if backend != "sim":
+        check_ports(opts)
     tmp = tempfile.mkdtemp(prefix="placement-lint-") if not opts.keep_dir else opts.keep_dir
-    os.makedirs(tmp, exist_ok=True)
-    result = _launch_in(tmp, backend, spec, opts)
+    try:
+        os.makedirs(tmp, exist_ok=True)
+        result = _launch_in(tmp, backend, spec, opts)
+    finally:
+        if not opts.keep_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
     if not opts.keep_dir:
-        shutil.rmtree(tmp, ignore_errors=True)
         result.pop("log", None)
     return result
+
+
+_TOKEN_VAR = "PLACEMENT_LINT_LAUNCH"  # inherited by every process of a launch, see _sweep
 
 
 def _launch_in(tmp: str, backend: str, spec: dict, opts: LaunchOptions) -> dict:
@@ -200,26 +285,19 @@ def _launch_in(tmp: str, backend: str, spec: dict, opts: LaunchOptions) -> dict:
         "backend": backend,
         "timeout": opts.timeout,
         "result": os.path.join(tmp, "result.json"),
-        "errors": os.path.join(tmp, "errors"),
-        "progress": os.path.join(tmp, "progress"),
+        **{name: os.path.join(tmp, name) for name in ("errors", "progress", "exits", "pids", "logs")},
     })
     spec.setdefault("cwd", os.getcwd())
-    for folder in (spec["errors"], spec["progress"]):
+    for name in ("errors", "progress", "exits", "pids", "logs"):
         # a reused --keep-dir must not report the previous launch's errors or progress
-        shutil.rmtree(folder, ignore_errors=True)
-        os.makedirs(folder, exist_ok=True)
+        shutil.rmtree(spec[name], ignore_errors=True)
+        os.makedirs(spec[name], exist_ok=True)
     for stale in (spec["result"],):
         if os.path.exists(stale):
             os.remove(stale)
     spec_path = os.path.join(tmp, "spec.json")
     with open(spec_path, "w") as fh:
         json.dump(spec, fh)
-    if opts.rdzv_endpoint:
-        host, _, port = opts.rdzv_endpoint.rpartition(":")
-        if (opts.node_rank in (None, 0)) and host in ("localhost", "127.0.0.1", "") and port.isdigit() \
-                and _port_in_use(host or "127.0.0.1", int(port)):
-            raise UsageError(f"--rdzv-endpoint {opts.rdzv_endpoint}: port {port} is already in use "
-                             "(another job? pick a free port or drop the flag)")
     if backend == "sim":
         cmd = [sys.executable, "-m", "placement_lint.runtime.worker", "--spec", spec_path]
         spec_env = {"PLACEMENT_LINT_SIM_WORLD": str(opts.nproc)}
@@ -231,31 +309,18 @@ def _launch_in(tmp: str, backend: str, spec: dict, opts: LaunchOptions) -> dict:
     env.update(opts.extra_env)
     env.setdefault("OMP_NUM_THREADS", "1")
     env["TMPDIR"] = tmp  # torchrun's torchelastic_* folders go with the launch's folder
+    env[_TOKEN_VAR] = token = uuid.uuid4().hex
     env.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
     # the worker must import this very placement_lint, wherever the user runs from
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([pkg_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     log_path = os.path.join(tmp, "launch.log")
+    kept = bool(opts.keep_dir)
     t0 = time.monotonic()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=spec["cwd"],
-                                start_new_session=True, preexec_fn=_pdeathsig_term)
-        try:
-            rc = _wait_with_heartbeat(proc, opts.timeout, spec["progress"], opts.nproc)
-        except subprocess.TimeoutExpired:
-            where = _progress_summary(spec["progress"])
-            kill_tree(proc)
-            raise LaunchError(
-                f"the check did not finish within --timeout {opts.timeout:g}s (a hang: e.g. a mismatched "
-                f"collective or a rank waiting for a peer); all {opts.nproc} rank(s) were terminated."
-                + (f"\n  last known state: {where}" if where else "")
-                + f"\n  log: {log_path}") from None
-        except BaseException:
-            kill_tree(proc)  # Ctrl-C: same containment
-            raise
+    rc = _run_contained(cmd, env, spec, log_path, opts, token)
     seconds = time.monotonic() - t0
     if rc != 0 or not os.path.exists(spec["result"]):
-        raise LaunchError(_failure_message(spec, rc, log_path, opts))
+        raise _failure(spec, rc, log_path, kept, rendezvous_port(cmd) if backend != "sim" else None)
     with open(spec["result"]) as fh:
         result = json.load(fh)
     if result.get("refused"):  # --backend sim: the code asked for its rank at run time
@@ -263,6 +328,125 @@ def _launch_in(tmp: str, backend: str, spec: dict, opts: LaunchOptions) -> dict:
     result["launch_seconds"] = round(seconds, 3)
     result["log"] = log_path
     return result
+
+
+def _run_contained(cmd: list[str], env: dict, spec: dict, log_path: str, opts: LaunchOptions, token: str) -> int:
+    """Run the launch command to its end or its timeout; whatever the outcome, nothing it started
+    is left running (see _sweep). Returns its exit code."""
+    before = {pid for pid, ppid, *_rest in _proc_stats() if ppid == os.getpid()}
+    with _subreaper(), open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=spec["cwd"],
+                                start_new_session=True, preexec_fn=_pdeathsig_term)
+        try:
+            return _wait_with_heartbeat(proc, opts.timeout, spec["progress"], opts.nproc)
+        except subprocess.TimeoutExpired:
+            where = _progress_summary(spec["progress"])
+            kill_tree(proc)
+            raise LaunchError(
+                f"the check did not finish within --timeout {opts.timeout:g}s (a hang: e.g. a mismatched "
+                f"collective or a rank waiting for a peer); all {opts.nproc} rank(s) were terminated"
+                + (f"; last known state: {where}" if where else "")
+                + _log_hint(spec, bool(opts.keep_dir), None)) from None
+        except BaseException:
+            kill_tree(proc)  # Ctrl-C: same containment
+            raise
+        finally:
+            _sweep(spec["pids"], proc.pid, token, before)  # still a subreaper: orphans are ours to reap
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _subreaper():
+    """For the launch, processes orphaned inside it (a harness's children once their rank is gone)
+    become this process's children instead of init's: _sweep finds and reaps them (an init that
+    never reaps, as in many containers, would keep them as zombies). The old setting is restored."""
+    import ctypes
+
+    libc = _libc()
+    prev = ctypes.c_int(0)
+    # PR_GET_CHILD_SUBREAPER 37, PR_SET_CHILD_SUBREAPER 36 (Linux >= 3.4)
+    ok = libc is not None and libc.prctl(37, ctypes.byref(prev), 0, 0, 0) == 0 \
+        and libc.prctl(36, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        if ok:
+            libc.prctl(36, prev.value, 0, 0, 0)
+
+
+def _sweep(pids_dir: str, leader: int, token: str, before: set[int]) -> None:
+    """Kill what a launch left running, whatever its outcome, and reap what was orphaned to us.
+
+    Left running can be: members of a rank's process group (a harness's children stay in their
+    rank's group; the supervisor kills them too, this covers a supervisor that was killed itself)
+    or of torchrun's group; a process whose environment carries this launch's token (a child
+    that left its group with setsid); an orphan adopted by this process (see _subreaper) in
+    another session than ours (every process of a launch is: torchrun starts in its own) that was
+    not our child before the launch (`before`: the caller's own children are left alone)."""
+    me, my_sid = os.getpid(), os.getsid(0)
+    groups = {leader}
+    try:
+        for name in os.listdir(pids_dir):
+            with open(os.path.join(pids_dir, name)) as fh:
+                groups.add(int(json.load(fh)["pgid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    groups.discard(os.getpgrp())  # never our own
+
+    def adopted(pid: int, ppid: int, sid: int) -> bool:
+        # torchrun itself is Popen's to reap
+        return ppid == me and sid != my_sid and pid != leader and pid not in before
+
+    marker = f"{_TOKEN_VAR}={token}".encode()
+    for pid, ppid, pgid, sid, state in _proc_stats():
+        if pid == me or state == "Z":
+            continue
+        hit = pgid in groups or adopted(pid, ppid, sid)
+        if not hit:
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as fh:
+                    hit = marker in fh.read().split(b"\0")
+            except OSError:
+                continue  # another user's process, or gone
+        if hit:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    # reap the adopted ones (the killed ones once dead): an init that never reaps, as in many
+    # containers, would otherwise keep them as zombies
+    deadline = time.monotonic() + 3.0
+    while True:
+        left = []
+        for pid, ppid, _pgid, sid, _state in _proc_stats():
+            if not adopted(pid, ppid, sid):
+                continue
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    left.append(pid)
+            except ChildProcessError:
+                pass
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
+
+
+def _log_hint(spec: dict, kept: bool, rank: int | None) -> str:
+    if not kept:
+        return "; rerun with --keep-dir DIR to keep the ranks' logs"
+    if rank is not None and os.path.exists(os.path.join(spec["logs"], f"rank{rank}.log")):
+        return f"; log: {os.path.join(spec['logs'], f'rank{rank}.log')}"
+    return f"; logs: {spec['logs']}"
 
 
 def _wait_with_heartbeat(proc, timeout: float, progress_dir: str, nproc: int) -> int:
@@ -289,10 +473,15 @@ def _wait_with_heartbeat(proc, timeout: float, progress_dir: str, nproc: int) ->
             sys.stderr.flush()
 
 
-def _progress_summary(folder: str) -> str:
+def _progress_summary(folder: str, only: str | None = None) -> str:
     parts = []
     try:
         for name in sorted(os.listdir(folder)):
+            if only is not None:
+                if name == f"{only}.txt":
+                    with open(os.path.join(folder, name)) as fh:
+                        return fh.read().strip()
+                continue
             with open(os.path.join(folder, name)) as fh:
                 parts.append(f"{name[:-4]}: {fh.read().strip()}")
     except OSError:
@@ -310,32 +499,97 @@ def _tail(path: str, n: int = 25) -> str:
     return "\n".join(lines[-n:])
 
 
-def _failure_message(spec: dict, rc: int, log_path: str, opts: LaunchOptions) -> str:
-    errs = []
+# what a rank sees when a peer died first: a consequence, never the cause
+_PEER_LOST = re.compile(r"connection (reset|closed|refused)|(reset|closed) by peer|broken pipe|econnreset|epipe",
+                        re.IGNORECASE)
+
+
+def _read_records(folder: str) -> list[dict]:
+    out = []
     try:
-        for name in os.listdir(spec["errors"]):
-            with open(os.path.join(spec["errors"], name)) as fh:
-                errs.append(json.load(fh))
-    except (OSError, ValueError):
-        pass
-    if errs:
-        errs.sort(key=lambda e: e.get("time", 0))
-        first = errs[0]
-        others = [e["rank"] for e in errs[1:]]
-        msg = (f"rank {first['rank']} raised {first['type']}: {first['message']}"
-               + (f" (in harness {first['harness']})" if first.get("harness") else "")
-               + f"; all ranks were stopped"
-               + (f" (ranks {others} failed afterwards)" if others else "")
-               + "\n" + _indent(first.get("traceback", "").rstrip()))
-        return msg
+        names = os.listdir(folder)
+    except OSError:
+        return out
+    for name in names:
+        try:
+            with open(os.path.join(folder, name)) as fh:
+                out.append(json.load(fh))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _first_failure(spec: dict) -> tuple[dict | None, list[int]]:
+    """The rank whose failure started it all, and the ranks that failed after it.
+
+    A rank that raised is described by its error (its own exit comes later); a rank that died
+    without raising (signal, os._exit) by the exit record its supervisor wrote. A lost peer
+    connection or a SIGTERM is what the others see when one rank is gone, so such failures come
+    last; within each kind the earliest wins."""
+    by_rank: dict[int, dict] = {}
+    for rec in _read_records(spec["exits"]):
+        by_rank[rec["rank"]] = dict(rec, kind="exit")
+    for rec in _read_records(spec["errors"]):
+        by_rank[rec["rank"]] = dict(rec, kind="error")  # the error explains the exit
+
+    def consequence(rec: dict) -> bool:
+        if rec["kind"] == "error":
+            return bool(_PEER_LOST.search(rec.get("message", "")))
+        return rec.get("signal") == signal.SIGTERM
+
+    order = sorted(by_rank.values(), key=lambda r: (consequence(r), r.get("time", 0.0)))
+    if not order:
+        return None, []
+    return order[0], sorted(r["rank"] for r in order[1:])
+
+
+def _describe(rec: dict, spec: dict) -> str:
+    rank = rec["rank"]
+    if rec["kind"] == "error":
+        lines = [ln for ln in str(rec.get("message", "")).splitlines() if ln.strip()]
+        text = (lines[0] + (" ..." if len(lines) > 1 else "")) if lines else ""
+        return (f"rank {rank} raised {rec['type']}" + (f": {text}" if text else "")
+                + (f" at {rec['where']}" if rec.get("where") else "")
+                + (f" (in harness {rec['harness']})" if rec.get("harness") else ""))
+    if "signal" in rec:
+        try:
+            name = signal.Signals(rec["signal"]).name
+        except ValueError:
+            name = f"signal {rec['signal']}"
+        why = {"SIGSEGV": " (a crash in native code)", "SIGBUS": " (a crash in native code)",
+               "SIGABRT": " (an abort, e.g. a failed check in native code)",
+               "SIGKILL": " (kill -9, or the kernel's out-of-memory killer)"}.get(name, "")
+        text = f"rank {rank} was killed by {name}{why}"
+    else:
+        text = f"rank {rank} exited with code {rec['code']} (os._exit or a native exit: no Python exception)"
+    state = _progress_summary(spec["progress"], only=f"rank{rank}")
+    return text + (f" (last step: {state})" if state else "")
+
+
+def _failure(spec: dict, rc: int, log_path: str, kept: bool, port: str | None) -> PlacementLintError:
+    """One line saying why a launch gave no result: the first rank to fail and how."""
+    first, later = _first_failure(spec)
+    if first is None and spec["backend"] == "sim" and rc:
+        # no supervisor there: the simulation is our own child, its status is rc
+        first = {"rank": 0, "kind": "exit", **({"signal": -rc} if rc < 0 else {"code": rc})}
+    if first is not None:
+        if first["kind"] == "error" and first.get("usage"):
+            return UsageError(first["message"])
+        return LaunchError(_describe(first, spec) + "; all ranks were stopped"
+                           + (f" (rank(s) {', '.join(map(str, later))} failed afterwards)" if later else "")
+                           + _log_hint(spec, kept, first["rank"]))
     log = _tail(log_path)
     low = log.lower()
     if "address already in use" in low or "eaddrinuse" in low:
-        return (f"rendezvous failed: the port is already in use ({opts.rdzv_endpoint or 'chosen port'}); "
-                f"pick another --rdzv-endpoint/--master-port\n{_indent(log)}")
+        # taken between our check and torchrun's start (or by a host we could not check)
+        return UsageError(f"port {port} is already in use: the rendezvous could not start; pick a free "
+                          "--master-port or --rdzv-endpoint")
     if "nccl" in low and ("unhandled system error" in low or "no cuda" in low or "invalid device" in low):
-        return f"NCCL could not start (rc {rc}); check the GPUs and drivers or use --backend gloo\n{_indent(log)}"
-    return f"the ranks exited with code {rc} without a result\n{_indent(log)}\n  log: {log_path}"
+        return LaunchError(f"NCCL could not start (rc {rc}); check the GPUs and drivers or use --backend gloo"
+                           f"\n{_indent(log)}")
+    # nothing of ours says why: torchrun's own words are all there is
+    return LaunchError(f"torchrun exited with code {rc} before any rank reported a result"
+                       + _log_hint(spec, kept, None) + f"\n{_indent(log)}")
 
 
 def _indent(text: str) -> str:

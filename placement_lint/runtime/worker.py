@@ -5,6 +5,12 @@ the spec under a PlacementMonitor, gathers the payloads once per harness and, on
 the verdicts to the result file. Failures never hang the job: an exception is written to
 `errors/rank<R>.json` and the process exits at once (torchrun then stops the other ranks), and a
 watchdog ends the process if the launcher's timeout machinery itself is gone.
+
+Under torchrun the process torchrun started is a small supervisor (`supervise`): it forks the rank
+before torch is imported and records how the rank ended in `exits/rank<R>.json` (exit code or
+signal, with the time), which no rank can do for itself when it is killed or calls os._exit. The
+supervisor, the rank and whatever the harness starts share one process group, recorded in
+`pids/rank<R>.json`; the supervisor kills what is left of that group when the rank ends.
 """
 
 from __future__ import annotations
@@ -104,6 +110,9 @@ def finish_check(res: dict, spec: dict, model, *, harness: str, backend: str, t0
     parameters are defined, timings, the compile mode, which analysed files were imported."""
     import torch
 
+    from placement_lint.runtime.harness import require_module
+
+    require_module(model, harness)  # --backend sim arrives here without worker.run's check
     if isinstance(model, torch.nn.Module):
         from placement_lint.runtime.monitor import param_location
 
@@ -127,7 +136,7 @@ def finish_check(res: dict, spec: dict, model, *, harness: str, backend: str, t0
     return res
 
 
-def reference_run(fn, ctx, out_path: str) -> int:
+def reference_run(fn, ctx, out_path: str, harness: str | None = None) -> int:
     """Run a harness as the one-rank reference and save its parameter gradients (full tensors,
     on the CPU) for `--reference`; returns how many parameters had a gradient."""
     import torch
@@ -136,8 +145,12 @@ def reference_run(fn, ctx, out_path: str) -> int:
 
     from placement_lint.runtime.gradprobe import GradProbe
 
+    from placement_lint.runtime.harness import require_module
+
     with _compat.eager_compiled_regions(), GradProbe() as probe:
         model = fn(ctx)
+    code = getattr(fn, "__code__", None)
+    require_module(model, harness or (f"{code.co_filename}:{fn.__name__}" if code else repr(fn)))
     grads = {}
     if isinstance(model, torch.nn.Module):
         for name, p in model.named_parameters():
@@ -157,6 +170,7 @@ def probe_path(reference_path: str) -> str:
     return reference_path + ".probe"
 
 def run(spec: dict) -> int:
+    """One rank: every harness of the spec; 0 on success, os._exit(1) after a reported failure."""
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -172,7 +186,7 @@ def run(spec: dict) -> int:
         from datetime import timedelta
 
         from placement_lint.runtime import _compat
-        from placement_lint.runtime.harness import HarnessContext, load_harness
+        from placement_lint.runtime.harness import HarnessContext, load_harness, require_module
         from placement_lint.runtime.monitor import gather
         from placement_lint.runtime.verdicts import compute
 
@@ -203,6 +217,7 @@ def run(spec: dict) -> int:
                       probe_for(with_ref) as probe):
                     progress(f"{h}: running the harness")
                     model = fn(ctx)
+                require_module(model, h)  # on every rank, before any collective of ours
                 run_s = time.perf_counter() - t0
                 module = model if isinstance(model, torch.nn.Module) else None
                 ref = torch.load(ref_path, map_location="cpu", weights_only=True) if with_ref else None
@@ -221,7 +236,7 @@ def run(spec: dict) -> int:
                                                 compile_mode=compile_mode, compiled_regions=compiled["n"]))
             elif mode == "reference":
                 progress(f"{h}: reference run")
-                results.append({"harness": h, "params": reference_run(fn, ctx, spec["reference_out"][h])})
+                results.append({"harness": h, "params": reference_run(fn, ctx, spec["reference_out"][h], h)})
             else:  # "plain": the harness without the monitor (benchmark baseline)
                 model = fn(ctx)
                 if device.type == "cuda":
@@ -236,8 +251,10 @@ def run(spec: dict) -> int:
         dist.destroy_process_group()
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the launcher
-        _report_failure(spec, rank, current["harness"], exc)
+        failed_at = time.time()  # before any formatting: the launcher orders failures by it
+        _report_failure(spec, rank, current["harness"], exc, failed_at)
         progress(f"failed: {type(exc).__name__}")
+        traceback.print_exception(type(exc), exc, exc.__traceback__)  # into the rank's log
         sys.stderr.flush()
         # no destroy_process_group: peers may be blocked in a collective with us; torchrun sees
         # the non-zero exit and terminates them
@@ -257,7 +274,10 @@ def _count_compile(torch, counter: dict) -> None:
     torch.compile = counted
 
 
-def _report_failure(spec: dict, rank: int, harness: str | None, exc: BaseException) -> None:
+def _report_failure(spec: dict, rank: int, harness: str | None, exc: BaseException,
+                    failed_at: float | None = None) -> None:
+    from placement_lint.errors import PlacementLintError
+
     folder = spec.get("errors")
     if not folder:
         return
@@ -268,11 +288,113 @@ def _report_failure(spec: dict, rank: int, harness: str | None, exc: BaseExcepti
             "harness": harness,
             "type": type(exc).__name__,
             "message": str(exc),
+            # a user mistake (bad harness, harness returning no module): one line, no rank, exit 2
+            "usage": isinstance(exc, PlacementLintError),
+            "where": _user_frame(exc, spec.get("cwd")),
             "traceback": "".join(tb[-12:]),
-            "time": time.time(),
+            "time": failed_at or time.time(),
         })
     except OSError:
         pass
+
+
+def _user_frame(exc: BaseException, cwd: str | None) -> str:
+    """path:line of the innermost traceback frame in the user's code, i.e. not in torch,
+    placement-lint or the standard library: where a harness failure is worth looking first."""
+    import sysconfig
+
+    stdlib = os.path.abspath(sysconfig.get_paths()["stdlib"])
+    skip = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch, "__file__", None):
+        skip.append(os.path.dirname(os.path.abspath(torch.__file__)))
+    where = ""
+    for fs in traceback.extract_tb(exc.__traceback__):
+        f = os.path.abspath(fs.filename)
+        if any(f.startswith(d + os.sep) for d in skip) or f.startswith("<"):
+            continue
+        if f.startswith(stdlib + os.sep) and "-packages" not in f:
+            continue
+        rel = os.path.relpath(f, cwd) if cwd and f.startswith(os.path.abspath(cwd) + os.sep) else f
+        where = f"{rel}:{fs.lineno}"
+    return where
+
+
+def supervise(spec: dict) -> int:
+    """torchrun's worker process: fork the rank, wait for it, record how it ended.
+
+    Runs before torch is imported (fork is safe with one thread). The exit record is what names
+    a rank that was killed by a signal or left through os._exit: the other ranks then only see a
+    reset connection, and torchrun reports whichever failure it polled first."""
+    import signal
+
+    rank = int(os.environ.get("RANK", "0"))
+    if os.getpgrp() != os.getpid():
+        try:
+            os.setpgid(0, 0)  # one group per rank, should this torchrun not start sessions
+        except OSError:
+            pass
+    pgid = os.getpgrp()
+    if spec.get("logs"):
+        # the rank's stdout/stderr (a harness's prints, a crash's traceback) in its own log
+        try:
+            fd = os.open(os.path.join(spec["logs"], f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+        except OSError:
+            pass
+    if spec.get("pids"):
+        try:
+            _write_json_atomic(os.path.join(spec["pids"], f"rank{rank}.json"),
+                               {"rank": rank, "pid": os.getpid(), "pgid": pgid})
+        except OSError:
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            _set_parent_death_signal()  # the rank dies with its supervisor
+            code = run(spec)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)  # never return into the supervisor's code
+
+    def forward(signum, _frame):
+        # torchrun (or a Ctrl-C) stopping the supervisor stops the whole group
+        signal.signal(signum, signal.SIG_DFL)
+        os.killpg(pgid, signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, forward)
+    try:
+        _, status = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(status)
+    except ChildProcessError:  # pragma: no cover - reaped elsewhere
+        code = 1
+    ended = time.time()
+    if code != 0 and spec.get("exits"):
+        record = {"rank": rank, "pid": child, "time": ended}
+        record.update({"signal": -code} if code < 0 else {"code": code})
+        try:
+            _write_json_atomic(os.path.join(spec["exits"], f"rank{rank}.json"), record)
+        except OSError:
+            pass
+    from placement_lint.runtime.launcher import group_members
+
+    for pid in group_members(pgid):  # what the harness started and left running
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if code < 0:  # die of the same signal: torchrun reports what happened to the rank
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         from placement_lint.runtime.sim import run_sim
 
         return run_sim(spec)
+    if os.name == "posix" and hasattr(os, "fork") and spec.get("exits"):
+        return supervise(spec)
     return run(spec)
 
 
