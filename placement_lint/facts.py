@@ -76,6 +76,7 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
     import libcst as cst
 
     from placement_lint.analyzer import analyze_blocks
+    from placement_lint.cst_parse import parse_module
     from placement_lint.regions import all_blocks, rank_fields, select_blocks
 
     blocks = None
@@ -84,12 +85,12 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
         # each (relevant) top-level block parsed on its own: positions are then computed only for
         # the blocks that hold a site, never by code-generating the whole module
         pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank, keyword_fields)
-        blocks = [(start, cst.parse_module(src), members) for start, src, members in pieces]
+        blocks = [(start, parse_module(src), members) for start, src, members in pieces]
     except (cst.ParserSyntaxError, RecursionError, MemoryError):
         blocks = None  # a split inside a string or bracket (or pathological nesting): parse the real text
     try:
         if blocks is None:
-            blocks = [(1, cst.parse_module(text), None)]
+            blocks = [(1, parse_module(text), None)]
     except cst.ParserSyntaxError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "syntax error"
         return {**EMPTY, "parsed": True, "error": {"line": exc.raw_line, "column": exc.raw_column + 1, "message": f"could not parse: {first}"}}

@@ -22,6 +22,7 @@ back to the full text. Blanking never changes a kept line.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 
 from placement_lint.api import RANK_FUNCTIONS, RANK_METHODS, RANK_METHODS_WITH_ARGS, TEST_FUNCTION_PREFIXES
 from placement_lint.prefilter import RANK_TOKENS, STRONG_TOKENS
@@ -71,10 +72,11 @@ _SLICE_SYNTAX = re.compile(r"\[|narrow")
 
 
 # Comments and one-line strings are matched first so that a quote inside them is not taken for
-# the start of a triple-quoted string.
+# the start of a triple-quoted string. No string prefix (r, b, f): it does not change where a
+# string ends, and a pattern that starts with one of #'" is scanned for at C speed.
 _STRINGS = re.compile(
     r"#[^\n]*"
-    r'|(?P<triple>[rRbBfFuU]{0,2}(?:"""(?:\\.|[^\\])*?"""|' r"'''(?:\\.|[^\\])*?'''))"
+    r'|(?P<triple>"""(?:\\.|[^\\])*?"""|' r"'''(?:\\.|[^\\])*?''')"
     r'|"(?:\\.|[^"\\\n])*"' r"|'(?:\\.|[^'\\\n])*'",
     re.DOTALL,  # a backslash-newline inside a string is an escape too
 )
@@ -121,6 +123,35 @@ def _blocks(lines: list[str], indent: int, start: int, end: int, skip: set[int] 
     return [(s, e) for s, e in zip(starts, starts[1:] + [end])]
 
 
+#: the first character of a line at indent 0 that can start a statement
+_TOP_LINE = re.compile(r"^[^ \t\r\n#]", re.MULTILINE)
+
+
+def _top_blocks(text: str, lines: list[str], skip: set[int]) -> list[tuple[int, int]]:
+    """`_blocks(lines, 0, 0, len(lines), skip)`, found by a regex over the text: only the lines
+    at indent 0 are visited (a file's lines are mostly indented)."""
+    starts: list[int] = []
+    pending_decorator = False
+    line = pos = 0
+    for m in _TOP_LINE.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        if line in skip:
+            continue
+        stripped = lines[line]
+        if stripped[0] in ")]}" or _CONTINUATION.match(stripped):
+            continue
+        if pending_decorator and (_DEF.match(stripped) or stripped.startswith("@")):
+            pending_decorator = stripped.startswith("@")
+            continue
+        pending_decorator = stripped.startswith("@")
+        starts.append(line)
+    if not starts:
+        return []
+    starts[0] = 0  # leading comments/blank lines join the first block
+    return [(s, e) for s, e in zip(starts, starts[1:] + [len(lines)])]
+
+
 def _header_end(lines: list[str], s: int, e: int) -> int:
     """Index of the line holding the `:` that ends a def/class header (decorators included)."""
     for i in range(s, e):
@@ -136,22 +167,26 @@ def _carriers(chunk: str, attrs: bool) -> tuple[list[str], list[str]]:
     (names carrying a strong token, names carrying a rank)."""
     strong: list[str] = []
     rank: list[str] = []
-    if not (_STRONG.search(chunk) or _RANK.search(chunk)):
-        return strong, rank  # no token, so no line carries one: skip the per-line scan
-    for m in _ASSIGNED.finditer(chunk):
-        if bool(m.group(1)) != attrs:
-            continue
-        name = ("self." if attrs else "") + m.group(2)
-        if _STRONG.search(m.group(0)):
-            strong.append(name)
-        elif _RANK.search(m.group(0)):
-            rank.append(name)
+    done: set[int] = set()  # line starts already read (a line with both kinds carries the strong one)
+    # only the lines that hold a token are matched against _ASSIGNED: tokens are rare, assignments not
+    for pattern, out in ((_STRONG, strong), (_RANK, rank)):
+        for t in pattern.finditer(chunk):
+            a = chunk.rfind("\n", 0, t.start()) + 1
+            if a in done:
+                continue
+            done.add(a)
+            b = chunk.find("\n", t.end())
+            m = _ASSIGNED.match(chunk, a, len(chunk) if b == -1 else b)
+            if m is not None and bool(m.group(1)) == attrs:
+                out.append(("self." if attrs else "") + m.group(2))
     return strong, rank
 
 
 def _extend(base: re.Pattern, extra: list[str]) -> re.Pattern:
     if not extra:
         return base
+    # no leading \b: a pattern that starts with an assertion is scanned for several times slower
+    # (the gates over-approximate; `_rank_reaches_slice` checks the start of a name itself)
     return re.compile(base.pattern + "|" + "|".join(re.escape(e) + r"\b" for e in sorted(set(extra))))
 
 
@@ -162,14 +197,104 @@ class _Relevance:
         self.strong = _extend(_STRONG, strong)
         self.rank = _extend(_RANK, rank)
 
-    def __call__(self, text: str) -> bool:
-        return bool(self.strong.search(text)) or (bool(self.rank.search(text)) and bool(_SLICING.search(text)))
+    def __call__(self, text: str, precise: bool = True) -> bool:
+        """`precise`: follow the rank's data flow (`_rank_reaches_slice`); a class is checked
+        without it, as `_prune_class` then checks each of its methods with it."""
+        if self.strong.search(text):
+            return True
+        return bool(self.rank.search(text)) and bool(_SLICING.search(text)) and (not precise or _rank_reaches_slice(text, self.rank))
 
     def extended(self, strong: list[str], rank: list[str]) -> "_Relevance":
         out = _Relevance([], [])
         out.strong = _extend(self.strong, strong)
         out.rank = _extend(self.rank, rank)
         return out
+
+
+#: the targets of an assignment (plain, annotated, augmented, tuple) or of a for loop, on one line
+#: (an `=` inside brackets is a keyword argument: `send(x, dst=r)` assigns nothing)
+_LINE_TARGETS = re.compile(
+    rf"[ \t]*(?:(?:async[ \t]+)?for[ \t]+(?P<loop>[^\n]*?)[ \t]in[ \t]|(?P<lhs>(?:\([^()=\n]*\)|[^=\n#(])*?){_AUG})"
+)
+_WORD = re.compile(r"[A-Za-z_]\w*")
+#: names that never carry a rank of their own: a target `self.offset` makes `offset` a carrier
+_NOT_CARRIERS = frozenset({"self", "cls", "int", "float", "str", "bool", "list", "tuple", "dict", "Tensor", "torch"})
+
+
+#: comments and strings, to be blanked before looking for a rank's data flow (a docstring's
+#: `>>> dist.get_rank()`, a help text); a string naming a rank variable (`os.environ["RANK"]`) is
+#: kept in group `keep`: it is how such code spells its rank. Substituted with a template, not a
+#: callback: C speed. A triple-quoted string collapses to nothing, newlines and all, which keeps
+#: every logical line whole.
+_CODE_ONLY = re.compile(
+    r"""(?P<keep>"[A-Z_]*RANK[A-Z_]*"|'[A-Z_]*RANK[A-Z_]*')"""
+    r"|#[^\n]*"
+    r'|[rRbBfFuU]{0,2}(?:"""(?:\\.|[^\\])*?"""|' r"'''(?:\\.|[^\\])*?''')"
+    r'|"(?:\\.|[^"\\\n])*"' r"|'(?:\\.|[^'\\\n])*'",
+    re.DOTALL,
+)
+
+
+#: a subscript (not a list display): `x[`, `f(...)[`, `a[i][`; or narrow
+_SUBSCRIPT = re.compile(r"[\w)\]][ \t]*\[|narrow")
+
+
+def _statement_starts(code: str) -> list[int]:
+    """Offsets in `code` (comments and strings blanked) where logical lines start: a line
+    continues while a bracket is open or it ends with a backslash. Ends with len(code) + 1."""
+    starts = [0]
+    depth = pos = 0
+    for ln in code.split("\n"):
+        pos += len(ln) + 1
+        depth += ln.count("(") + ln.count("[") + ln.count("{") - ln.count(")") - ln.count("]") - ln.count("}")
+        if depth <= 0 and not ln.endswith("\\"):
+            starts.append(pos)
+            depth = 0
+    if starts[-1] != pos:
+        starts.append(pos)
+    return starts
+
+
+def _word_start(code: str, i: int) -> bool:
+    """Does a match at `i` start a name (`r` in `Tensor` does not), or is it a rank token?"""
+    return i == 0 or not (code[i - 1].isalnum() or code[i - 1] == "_") or _RANK.match(code, i) is not None
+
+
+def _rank_reaches_slice(text: str, rank: re.Pattern) -> bool:
+    """Can a value derived from a rank reach a subscript or `narrow` (the only syntax of the
+    analyzer's rank slices) in `text`? The names assigned by a statement that mentions a rank (or
+    a name already found), to a fixed point, carry it; a statement that mentions any of them
+    must subscript or narrow. Comments and strings are blanked first (a docstring's
+    `>>> dist.get_rank()`, a help text). Over-approximates (names by word, any subscript), so a
+    block that can hold a rank slice is never dropped; it drops the many blocks that ask for a
+    rank to log, branch or pass it on, and slice only unrelated data."""
+    code = _CODE_ONLY.sub(r"\g<keep>", text)
+    starts = _statement_starts(code)
+    seen: set[int] = set()
+    names: set[str] = set()
+    pattern = rank
+    while True:
+        # the statements that mention the pattern, found by one scan of the whole text
+        found = {bisect_right(starts, m.start()) - 1 for m in pattern.finditer(code) if _word_start(code, m.start())} - seen
+        if not found:
+            return False
+        seen |= found
+        new: set[str] = set()
+        for i in found:
+            a, b = starts[i], starts[i + 1] - 1
+            if _SUBSCRIPT.search(code, a, b):
+                return True
+            m = _LINE_TARGETS.match(code, a, b)
+            if m is not None:
+                target = m.group("loop") or m.group("lhs") or ""
+                if "[" not in target:
+                    target = target.split(":", 1)[0]  # drop an annotation
+                new.update(w for w in _WORD.findall(target) if w not in _NOT_CARRIERS)
+        new -= names
+        if not new:
+            return False
+        names |= new
+        pattern = re.compile(r"(?:" + "|".join(sorted(map(re.escape, new))) + r")\b")
 
 
 #: how a rank call is spelled: `get_rank(`, `.rank(`, ... (str.find targets: no regex over the file)
@@ -231,7 +356,7 @@ def select_blocks(text: str, skip_test_rank: bool = False,
     lines = split_lines(text)
     keep: list[bool | str] = [True] * len(lines)  # False: blanked; a str: the line replaced by it
     in_string = _string_lines(text)
-    top = _blocks(lines, 0, 0, len(lines), in_string)
+    top = _top_blocks(text, lines, in_string)
     chunks = ["".join(lines[s:e]) for s, e in top]
     carried = [_carriers(c, attrs=False) for c in chunks]
     if fields is None:
@@ -257,14 +382,16 @@ def select_blocks(text: str, skip_test_rank: bool = False,
         if skip is not None and _skippable_test(lines, s, e, chunk, skip, _NO_ATTRS, method=False):
             skip.skipped.append((s, e))
             continue  # a test function whose findings can only be low
-        if not relevant(chunk):
+        if not relevant(chunk, precise=not first.startswith("class")):
             if not is_def and (e - s) <= MAX_PLAIN_STATEMENT_LINES:
                 kept.append((s, e))  # imports and small module-level statements: name resolution
             continue
         kept.append((s, e))
         if first.startswith("class"):
-            members = _prune_class(lines, s, e, relevant, keep, in_string, skip)
-            if members is not None:
+            members = _prune_class(lines, s, e, relevant, keep, in_string, skip, drop_idle=not relevant.strong.search(chunk))
+            if members is False:
+                kept.pop()  # only a rank and some slicing, never together: nothing to find
+            elif members is not None:
                 members_of[s] = members
     if skip is not None and skip.skipped and not _parses(lines, skip.skipped):
         return select_blocks(text, fields=fields)
@@ -289,7 +416,7 @@ def all_blocks(text: str) -> list[tuple[int, str, list[tuple[int, int]] | None]]
     lines = split_lines(text)
     in_string = _string_lines(text)
     out = []
-    for s, e in _blocks(lines, 0, 0, len(lines), in_string):
+    for s, e in _top_blocks(text, lines, in_string):
         members = None
         if _first_code_line(lines, s, e).startswith("class"):
             members = _members(lines, s, e, in_string)
@@ -500,11 +627,13 @@ def _param_attrs(texts: list[str]) -> frozenset | None:
 
 def _prune_class(
     lines: list[str], s: int, e: int, relevant: _Relevance, keep: list[bool | str], in_string: set[int],
-    skip: _TestSkip | None = None,
-) -> list[tuple[int, int]] | None:
+    skip: _TestSkip | None = None, drop_idle: bool = False,
+) -> list[tuple[int, int]] | bool | None:
     """Blank the methods of the class at lines [s, e) that cannot hold a site; nested classes are
     pruned the same way. Returns the kept members as (0-based first line, indent), or None when
-    the class is kept whole (its header mentions a token, e.g. a ParallelStyle subclass)."""
+    the class is kept whole (its header mentions a token, e.g. a ParallelStyle subclass).
+    `drop_idle` (a class that mentions a rank and slices, but no strong token): False when no
+    member can hold a rank slice, so the caller drops the class."""
     header = _header_end(lines, s, e)
     if header < 0 or _STRONG.search("".join(lines[s : header + 1])):
         return None
@@ -527,11 +656,14 @@ def _prune_class(
         inner = skip.inner(any("Parameter" in t for t, f in zip(texts, firsts) if not _DEF.match(f) and not _IMPORT.match(f)))
     kept: list[tuple[int, int]] = []
     skipped = False
+    idle = drop_idle  # no member seen yet that can hold a rank slice
     for (ms, me), member, mfirst, (strong_attrs, rank_attrs) in zip(members, texts, firsts, attrs):
         # a method that sets an attribute from a token (`self.tp_rank = dist.get_rank(g)` in a
         # setup method) is where the attribute's meaning comes from: kept like __init__
-        irrelevant = (_DEF.match(mfirst) and "def __init__" not in mfirst and not member_relevant(member)
-                      and not (strong_attrs or rank_attrs))
+        method = bool(_DEF.match(mfirst)) and "def __init__" not in mfirst
+        relevant_member = member_relevant(member) if method or idle else True
+        idle = idle and not relevant_member
+        irrelevant = method and not relevant_member and not (strong_attrs or rank_attrs)
         if irrelevant or (skip is not None and _skippable_test(lines, ms, me, member, skip, param_attrs, method=True)):
             if not irrelevant:
                 skipped = True
@@ -543,6 +675,8 @@ def _prune_class(
             _prune_class(lines, ms, me, member_relevant, keep, in_string, inner)  # a nested class (a test base)
         first_line = next(i for i in range(ms, me) if lines[i].strip() and not lines[i].lstrip().startswith("#"))
         kept.append((first_line, indent))
+    if idle:
+        return False
     if skipped and not kept:
         # every member left out, some as skipped tests: a `pass` keeps the class (a class of the
         # project index) parseable, on a line of the first member, so no line moves
