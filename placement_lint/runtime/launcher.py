@@ -3,13 +3,16 @@
 torchrun (torch.distributed.run) is the engine, so the same command scales to several nodes with
 its usual rendezvous flags. What this module adds is containment:
 
-* torchrun runs in its own session and dies with us (PR_SET_PDEATHSIG); its workers run in
-  sessions of their own (torchrun starts them with start_new_session) and die with torchrun
-  (the worker sets PR_SET_PDEATHSIG too). On timeout every process of the tree is signalled by
-  pid, TERM first, KILL after a grace period, so nothing is left behind.
-* A harness exception is written by the failing rank to errors/rank<R>.json; torchrun stops the
-  other ranks; we name the first rank that failed and its error.
+* torchrun runs in its own session and dies with us (PR_SET_PDEATHSIG); each rank is a
+  supervisor and its forked rank (worker.supervise) in a process group of their own, which also
+  holds whatever the harness starts. On timeout every process of the tree is signalled by pid,
+  TERM first, KILL after a grace period; on every outcome _sweep kills what is left (the rank
+  groups, processes with the launch's token, orphans adopted as a subreaper) and reaps it.
+* A harness exception is written by the failing rank to errors/rank<R>.json, how each rank
+  ended by its supervisor to exits/rank<R>.json; torchrun stops the other ranks; we name the
+  first rank that failed, and how, in one line.
 * Progress files say where each rank was when a timeout hit.
+* The launch folder goes at the end unless --keep-dir.
 """
 
 from __future__ import annotations
@@ -446,7 +449,10 @@ def _log_hint(spec: dict, kept: bool, rank: int | None) -> str:
         return "; rerun with --keep-dir DIR to keep the ranks' logs"
     if rank is not None and os.path.exists(os.path.join(spec["logs"], f"rank{rank}.log")):
         return f"; log: {os.path.join(spec['logs'], f'rank{rank}.log')}"
-    return f"; logs: {spec['logs']}"
+    launch_log = os.path.join(os.path.dirname(spec["logs"]), "launch.log")  # torchrun's (sim: the worker's)
+    if rank is None:
+        return f"; logs: {launch_log} and {os.path.join(spec['logs'], 'rank<R>.log')}"
+    return f"; log: {launch_log}"
 
 
 def _wait_with_heartbeat(proc, timeout: float, progress_dir: str, nproc: int) -> int:

@@ -27,8 +27,10 @@ import warnings
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 
-def _set_parent_death_signal() -> None:
-    """Die with the parent (torchrun): a killed launcher must not leave ranks behind."""
+def _set_parent_death_signal(parent: int | None = None) -> None:
+    """Die with the parent (torchrun, or the supervisor for a rank): a killed launcher must not
+    leave ranks behind. `parent`: the pid the parent had, to notice one already gone (orphans
+    are not always adopted by pid 1: the launcher is a subreaper)."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -37,7 +39,7 @@ def _set_parent_death_signal() -> None:
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # parent already gone between fork and prctl
+        if os.getppid() != (parent or os.getppid()) or os.getppid() == 1:  # gone before prctl
             os._exit(1)
     except OSError:
         pass
@@ -352,11 +354,12 @@ def supervise(spec: dict) -> int:
             pass
     sys.stdout.flush()
     sys.stderr.flush()
+    me = os.getpid()
     child = os.fork()
     if child == 0:
         code = 1
         try:
-            _set_parent_death_signal()  # the rank dies with its supervisor
+            _set_parent_death_signal(me)  # the rank dies with its supervisor
             code = run(spec)
         finally:
             sys.stdout.flush()
@@ -400,8 +403,9 @@ def supervise(spec: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="placement_lint.runtime.worker")
     ap.add_argument("--spec", required=True)
+    parent = os.getppid()
     args = ap.parse_args(argv)
-    _set_parent_death_signal()
+    _set_parent_death_signal(parent)
     with open(args.spec) as fh:
         spec = json.load(fh)
     if spec.get("backend") == "sim":
