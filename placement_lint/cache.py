@@ -206,6 +206,7 @@ class Manifest:
             return
         try:
             write_json_atomic(self.path, seal({"version": self.VERSION, "files": self.files, "late": self.late}))
+            self.changed = False  # (a later save writes only what changed since)
         except OSError:
             pass  # read-only checkout: the next run is cold again, not wrong
 

@@ -342,7 +342,9 @@ def lint(
             is_candidate, file_digest, file_facts = res
             if manifest is not None:
                 manifest.record(shown, st, file_digest)
-            slots[i] = (shown, Source(path, digest=file_digest), is_candidate)
+            src = Source(path, digest=file_digest)
+            src.used = is_candidate  # a worker served its facts: a later read must find the same bytes
+            slots[i] = (shown, src, is_candidate)
             if is_candidate:
                 scanned[shown] = file_facts
     else:
@@ -487,6 +489,8 @@ def lint(
         if need or whole:
             index = ProjectIndex(facts, real_paths, resolver)
             index.count_style_uses()
+        if manifest is not None:
+            manifest.save()  # (what phase three forgot: a file lost, a digest its bytes contradicted)
     finally:
         store.close()  # the pool, if a phase started one, serves no later phase
 
