@@ -128,7 +128,7 @@ def inject_triggers(program: str, rng) -> str:
 
     text = program if program.endswith("\n") else program + "\n"
     if rng.random() < 0.3:  # as the body of a method
-        text = "class _G(nn.Module):\n    def forward(self, x, w, mesh, n, fn, cond, buf):\n" + "".join(
+        text = "class _G(nn.Module):\n    def forward(self, x, w, mesh, n, fn, cond, buf):\n        pass\n" + "".join(
             "        " + ln for ln in text.splitlines(keepends=True))
     text = HEADER + text
     donors = Donors(STATEMENTS, TRIGGER_EXPRS)
@@ -164,3 +164,16 @@ def test_generated_programs_never_crash_the_analyzer(program, seed, tmp_path_fac
     assert might_match(text.encode("utf-8", "surrogatepass"))
     check_facts(text)
     Projects(tmp_path_factory.mktemp("gen")).lint(text)
+
+
+def test_injected_programs_stay_valid_python():
+    """Injection must not break the generated program (else only the parse-error path would be
+    fuzzed): every trigger statement is a whole line at a body's indent."""
+    import ast
+    import random
+
+    programs = ["", "\n", "pass\n", "x = 1\n", "def f(a):\n    return a\n", "class C:\n\tdef m(self):\n\t\tpass\n",
+                "if a:\n    for b in c:\n        d()\nelse:\n    e = 1\n", "async def g():\n    await h()\n"]
+    for program in programs:
+        for seed in range(20):
+            ast.parse(inject_triggers(program, random.Random(seed)))

@@ -319,11 +319,15 @@ def op_replace_expr(p, rng, donors):
     return p.replace_span(rng.choice(exprs), "(" + rng.choice(pool) + ")")
 
 
+def donor_lines(donors: Donors, rng: random.Random) -> list[str]:
+    text = rng.choice(donors.stmts)
+    return (text if text.endswith("\n") else text + "\n").splitlines(keepends=True)
+
+
 def op_insert_donor(p, rng, donors):
     if not donors or not donors.stmts:
         return None
-    text = rng.choice(donors.stmts)
-    return insert_at(p, rng, text.splitlines(keepends=True), "", module=rng.random() < 0.15)
+    return insert_at(p, rng, donor_lines(donors, rng), "", module=rng.random() < 0.15)
 
 
 def op_replace_stmt(p, rng, donors):
@@ -331,7 +335,7 @@ def op_replace_stmt(p, rng, donors):
     if item is None or not donors or not donors.stmts:
         return None
     _, start, end, indent = item
-    lines = reindent(rng.choice(donors.stmts).splitlines(keepends=True), "", indent)
+    lines = reindent(donor_lines(donors, rng), "", indent)
     return p.join(p.lines[:start] + lines + p.lines[end:])
 
 
