@@ -50,6 +50,23 @@ def _py_files(paths: list[str]) -> list[Path]:
     return out
 
 
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on (taskset, cgroups)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def oversubscription_warning(nproc: int, backend: str) -> str | None:
+    """gloo ranks are CPU processes: more of them than cores is slow (each imports torch and
+    spins in collectives), not wrong. A warning, once, before the launch."""
+    cores = cpu_cores()
+    if backend == "gloo" and nproc > cores:
+        return (f"--nproc {nproc}: {nproc} gloo ranks on {cores} CPU core(s) share the cores; start-up "
+                "and collectives will be slow and --timeout may cut the run (fewer ranks are faster)")
+    return None
+
+
 @click.command("confirm", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--harness", "harnesses", multiple=True, required=True, metavar="FILE_OR_MODULE:FUNC",
@@ -128,7 +145,7 @@ def confirm(paths, harnesses, nproc, backend, reference, reference_rtol, verify_
     if reference_rtol is not None and not (reference or verify_fix):
         raise UsageError("--reference-rtol needs --reference (or --verify-fix, which runs the reference)")
     if backend != "sim":
-        from placement_lint.runtime.launcher import check_ports, oversubscription_warning, resolve_backend
+        from placement_lint.runtime.launcher import check_ports, resolve_backend
 
         check_ports(opts)  # before the reference run, which would take seconds first
         crowded = oversubscription_warning(nproc, resolve_backend(backend, nproc))

@@ -134,23 +134,6 @@ def rendezvous_port(cmd: list[str]) -> str:
     return "29500"
 
 
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may run on (taskset, cgroups)
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def oversubscription_warning(nproc: int, backend: str) -> str | None:
-    """gloo ranks are CPU processes: more of them than cores is slow (each imports torch and
-    spins in collectives), not wrong. A warning, once, before the launch."""
-    cores = cpu_cores()
-    if backend == "gloo" and nproc > cores:
-        return (f"--nproc {nproc}: {nproc} gloo ranks on {cores} CPU core(s) share the cores; start-up "
-                "and collectives will be slow and --timeout may cut the run (fewer ranks are faster)")
-    return None
-
-
 def torchrun_command(opts: LaunchOptions, spec_path: str) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(opts.nproc),
            "--max-restarts", "0", "--monitor-interval", "0.1"]
