@@ -4,9 +4,9 @@ facts, so it is not part of the key, except where it picks the mode (a medium-or
 selects facts.SKIP_TEST_RANK modes, a low one the full ones: neither is served for the other).
 Writes are atomic (temp file + rename), so concurrent runs are safe.
 
-Nothing read back is trusted: every file here is sealed (`seal`: a checksum of its canonical JSON
-inside it), and a facts entry also names the content digest and mode it is for and is checked
-against the facts schema (`valid_facts`). An entry that fails any check (torn, edited, written by
+Nothing read back is trusted: every file here is sealed (`seal`: its first key is a checksum of
+the rest of its bytes), and a facts entry also names the content digest and mode it is for and is
+checked against the facts schema (`valid_facts`). An entry that fails any check (torn, edited, written by
 another tool, copied under another key) is a miss: recomputed and overwritten. The manifest and
 the module scans, damaged, are dropped whole: the run is cold, not wrong."""
 
@@ -70,33 +70,41 @@ def valid_facts(facts: Any) -> bool:
     return all(isinstance(v, dict) for v in facts.get("functions", {}).values())
 
 
-def _canonical(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
+_SEAL_HEAD, _SUM_LEN = b'{"sum":"', 32
 
 
-def seal(payload: dict[str, Any]) -> dict[str, Any]:
-    """`payload` with a checksum of its canonical JSON, under the key "sum"."""
-    return {**payload, "sum": hashlib.blake2b(_canonical(payload), digest_size=16).hexdigest()}
+def _sum(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=_SUM_LEN // 2).hexdigest().encode()
 
 
-def unseal(data: Any) -> dict[str, Any] | None:
-    """The payload of a sealed object, or None when it is not one or the checksum disagrees.
-    (json.loads then dumps reproduces the bytes that were hashed: dict order, numbers and
-    escapes round-trip.)"""
-    if not isinstance(data, dict) or not isinstance(data.get("sum"), str):
+def seal(payload: dict[str, Any]) -> bytes:
+    """`payload` (a non-empty object) as compact JSON with a first key "sum": the checksum of the
+    exact bytes of the rest, so checking it needs a hash, not a re-serialisation."""
+    body = json.dumps(payload, separators=(",", ":")).encode()  # b'{"k":...}'
+    return _SEAL_HEAD + _sum(body) + b'",' + body[1:]
+
+
+def unseal(raw: bytes) -> dict[str, Any] | None:
+    """The payload of `seal`'s bytes, or None: not sealed, torn, or any byte of it changed."""
+    at = len(_SEAL_HEAD) + _SUM_LEN
+    if not raw.startswith(_SEAL_HEAD) or raw[at : at + 2] != b'",':
         return None
-    payload = {k: v for k, v in data.items() if k != "sum"}
-    if hashlib.blake2b(_canonical(payload), digest_size=16).hexdigest() != data["sum"]:
+    body = b"{" + raw[at + 2 :]
+    if _sum(body) != raw[len(_SEAL_HEAD) : at]:
         return None
-    return payload
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_sealed(path: Path) -> dict[str, Any] | None:
-    """The payload of the sealed JSON file at `path`; None if missing, torn or damaged."""
+    """The payload (an object) of the sealed file at `path`; None if missing, torn or damaged."""
     try:
         with open(path, "rb") as fh:
-            return unseal(json.loads(fh.read()))
-    except (OSError, ValueError, RecursionError):
+            return unseal(fh.read())
+    except OSError:
         return None
 
 
@@ -126,21 +134,20 @@ class FactsCache:
             gitignore = self.dir / ".gitignore"
             if not gitignore.exists():
                 gitignore.write_text("*\n")
-            write_json_atomic(self.dir / (self.key(digest, mode) + ".json"),
-                              seal({"digest": digest, "mode": mode, "facts": facts}))
+            write_atomic(self.dir / (self.key(digest, mode) + ".json"), seal({"digest": digest, "mode": mode, "facts": facts}))
         except OSError:
             self._ok = False  # read-only checkout: run uncached rather than fail
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as compact JSON to `path` through a temp file and a rename, so a concurrent
-    reader sees the old file or the new one, never a torn one. Raises OSError."""
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file and a rename, so a concurrent reader sees the
+    old file or the new one, never a torn one. Raises OSError."""
     import tempfile  # only when writing: a run that hits the cache never needs it
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, separators=(",", ":"))
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
     os.replace(tmp, path)
 
 
@@ -205,7 +212,7 @@ class Manifest:
         if not self.changed:
             return
         try:
-            write_json_atomic(self.path, seal({"version": self.VERSION, "files": self.files, "late": self.late}))
+            write_atomic(self.path, seal({"version": self.VERSION, "files": self.files, "late": self.late}))
             self.changed = False  # (a later save writes only what changed since)
         except OSError:
             pass  # read-only checkout: the next run is cold again, not wrong
@@ -237,6 +244,6 @@ class ScanStore:
 
     def save(self) -> None:
         try:
-            write_json_atomic(self.path, seal({"entries": self.entries}))
+            write_atomic(self.path, seal({"entries": self.entries}))
         except OSError:
             pass  # read-only checkout: the next run scans again

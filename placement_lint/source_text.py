@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import codecs
 import errno
-import io
 import os
 import stat
-import tokenize
 from typing import Any
 
 from placement_lint.errors import UsageError
@@ -162,6 +160,9 @@ def detect_encoding(data: bytes) -> str:
         if data.startswith(bom):
             raise Undecodable(f"file starts with a {name} byte-order mark: Python reads source files only in "
                               f"UTF-8 or an ASCII-compatible encoding named by a coding cookie; save it as UTF-8")
+    import io
+    import tokenize  # (here: a run that decodes nothing never imports it)
+
     head = _head(data)
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(head).readline)

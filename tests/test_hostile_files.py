@@ -435,30 +435,29 @@ def test_a_damaged_cache_entry_is_ignored_recomputed_and_overwritten(tmp_path, d
     assert REAL in findings(ref)
     entries = _facts_entries(cache)
     assert len(entries) >= 2  # (first pass and positions)
-    donor = json.loads(entries[0].read_text())
+    donor, last = entries[0].read_bytes(), entries[-1].read_bytes()
     for e in entries:
         entry = json.loads(e.read_text())
         if damage == "raw garbage":  # an entry of the old format: the facts at the top level
             e.write_text(json.dumps(_garbage_right_shape()))
-        elif damage == "edited sealed":
-            entry["facts"] = _garbage_right_shape()
-            e.write_text(json.dumps(entry))
+        elif damage == "edited sealed":  # one byte of the payload changed: its checksum disagrees
+            e.write_bytes(e.read_bytes().replace(b'"sites":[', b'"sites":[1,', 1))
         elif damage == "resealed garbage":  # a valid checksum: the schema check still refuses it
             from placement_lint.cache import seal
 
-            e.write_text(json.dumps(seal({"digest": entry["digest"], "mode": entry["mode"],
-                                          "facts": _garbage_right_shape()})))
-        else:  # another file's (valid) entry copied over this key
-            e.write_text(json.dumps(donor if e != entries[0] else json.loads(entries[-1].read_text())))
+            e.write_bytes(seal({"digest": entry["digest"], "mode": entry["mode"], "facts": _garbage_right_shape()}))
+        else:  # another (valid, sealed) entry copied over this key: its digest or mode is not this key's
+            e.write_bytes(donor if e != entries[0] else last)
     for _ in range(2):  # the damaged run, then a warm one from the rewritten entries
         proc, data = lint_json(root, *args)
         assert proc.returncode == 1, proc.stderr
         assert findings(data) == findings(ref) and data["errors"] == []
-    from placement_lint.cache import unseal, valid_facts
+    from placement_lint.cache import FactsCache, unseal, valid_facts
 
     for e in entries:  # overwritten: each is whole, sealed, of the schema and for its own key
-        entry = unseal(json.loads(e.read_text()))
-        assert entry is not None and valid_facts(entry["facts"])
+        entry = unseal(e.read_bytes())
+        assert entry is not None and valid_facts(entry["facts"]) and e.name == FactsCache(cache).key(
+            entry["digest"], entry["mode"]) + ".json"
 
 
 def _manifest(cache: Path) -> Path:
@@ -477,10 +476,11 @@ def test_a_bogus_manifest_digest_is_not_believed(tmp_path, bogus):
     shutil.copy(BUGGY, root / "twin.py")
     lint_json(root, *args)  # twin.py now in the manifest too
     manifest = json.loads(path.read_text())
-    entry = manifest["files"]["real.py"]
+    files = manifest["files"]
+    entry = files["real.py"]
     at = next(i for i, v in enumerate(entry) if isinstance(v, str))  # the content digest
     assert entry[at]  # (a candidate's)
-    other = next(e[at] for p, e in manifest["files"].items() if p.startswith("plain"))
+    other = next(e[at] for p, e in files.items() if p.startswith("plain"))
     entry[at] = other if bogus == "other file's digest" else bogus
     path.write_text(json.dumps(manifest))  # (its checksum no longer matches)
     for _ in range(2):
@@ -499,12 +499,12 @@ def test_a_resealed_manifest_pointing_at_a_missing_entry_is_corrected(tmp_path):
     args = ("--cache-dir", str(cache), ".")
     lint_json(root, *args)
     path = _manifest(cache)
-    payload = unseal(json.loads(path.read_text()))
+    payload = unseal(path.read_bytes())
     payload["files"]["real.py"][4] = "f" * 40
-    path.write_text(json.dumps(seal(payload)))
+    path.write_bytes(seal(payload))
     proc, data = lint_json(root, *args)
     assert REAL in findings(data)
-    assert "real.py" not in unseal(json.loads(path.read_text()))["files"]  # forgotten: read next time
+    assert "real.py" not in unseal(path.read_bytes())["files"]  # forgotten: read next time
     proc, data = lint_json(root, *args)
     assert REAL in findings(data)
 
