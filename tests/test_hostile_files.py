@@ -124,6 +124,37 @@ def test_fifo_devices_and_sockets_are_refused_without_blocking(tmp_path, how):
     }
 
 
+SWAPPED_AFTER_STAT = """
+import os, stat
+_stat = os.stat
+def lying_stat(path, *a, **k):  # the engine's stat sees a regular file: swapped for a FIFO/device after it
+    st = _stat(path, *a, **k)
+    if os.fspath(path).endswith(("x.py", "zero.py")):
+        return os.stat_result((stat.S_IFREG | 0o644, *tuple(st)[1:]))
+    return st
+os.stat = lying_stat
+"""
+
+
+@needs_posix
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_file_swapped_for_a_fifo_or_device_after_the_stat_is_still_refused(tmp_path, pooled):
+    """The stat/open race through the CLI: the engine's stat says regular file, the read (in
+    this process, or in a pool worker) opens without blocking and checks the descriptor."""
+    root = project(tmp_path)
+    shutil.copy(BUGGY, root / "twin.py")  # two files to read: enough for the pool
+    os.mkfifo(root / "x.py")
+    os.symlink("/dev/zero", root / "zero.py")
+    driver = SWAPPED_AFTER_STAT + (POOLED if pooled else "")
+    proc, data = lint_json(root, "--no-cache", "--jobs", "2" if pooled else "1", ".", driver=driver, timeout=60)
+    assert proc.returncode == 2
+    assert {REAL, ("twin.py", *FINDING)} <= findings(data)
+    assert errors(data) == {
+        "x.py": "cannot read file: it is a FIFO (named pipe), not a regular file; only regular files are read",
+        "zero.py": "cannot read file: it is a character device, not a regular file; only regular files are read",
+    }
+
+
 @needs_posix
 def test_the_reader_checks_the_descriptor_not_an_earlier_stat(tmp_path):
     """The stat/open race: a path that was a regular file when the engine stat'ed it and is a
@@ -349,10 +380,12 @@ def test_a_utf8_bom_file_is_analysed(tmp_path):
     ("cookie.py", b"#!/usr/bin/env python\n# coding: klingon\nx = 1\n", 2, 1, "coding cookie: unknown encoding: klingon"),
     ("wide.py", b"# coding: utf-16\nx = 1\n", 1, 1, "coding cookie: encoding problem: utf-16 is not ASCII-compatible"),
 ])
-def test_a_file_python_cannot_decode_is_dtp000_with_the_reason(tmp_path, name, data, line, column, message):
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_file_python_cannot_decode_is_dtp000_with_the_reason(tmp_path, name, data, line, column, message, pooled):
     root = project(tmp_path)
     (root / name).write_bytes(data)
-    proc, out = lint_json(root, "--no-cache", ".")
+    args = ["--jobs", "2"] if pooled else []  # pooled: the workers prefilter (and decode-check) the files
+    proc, out = lint_json(root, "--no-cache", *args, ".", driver=POOLED if pooled else "")
     assert proc.returncode == 1
     assert REAL in findings(out)
     dtp000 = [f for f in out["findings"] if f["path"] == name]
