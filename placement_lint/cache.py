@@ -134,7 +134,8 @@ class FactsCache:
             gitignore = self.dir / ".gitignore"
             if not gitignore.exists():
                 gitignore.write_text("*\n")
-            write_atomic(self.dir / (self.key(digest, mode) + ".json"), seal({"digest": digest, "mode": mode, "facts": facts}))
+            entry = seal({"digest": digest, "mode": mode, "facts": facts})
+            write_atomic(self.dir / (self.key(digest, mode) + ".json"), entry)
         except OSError:
             self._ok = False  # read-only checkout: run uncached rather than fail
 
@@ -204,7 +205,8 @@ class Manifest:
 
     def record_late_digest(self, path: str, file_digest: str) -> None:
         entry = self.files.get(path)
-        if isinstance(entry, list) and len(entry) >= 5 and entry[4] == "" and file_digest and self.late_digest(path) != file_digest:
+        if (isinstance(entry, list) and len(entry) >= 5 and entry[4] == "" and file_digest
+                and self.late_digest(path) != file_digest):
             self.files[path] = [*entry[:5], file_digest]
             self.changed = True
 

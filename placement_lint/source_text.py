@@ -171,7 +171,8 @@ def detect_encoding(data: bytes) -> str:
         if message.startswith("invalid or missing encoding declaration"):
             return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"  # decode() says which byte
         raise Undecodable(f"coding cookie: {message}", _cookie_line(head)) from None
-    if encoding != "utf-8-sig" and "\n#".encode(encoding) != b"\n#":  # CPython refuses these ("encoding problem: utf-16")
+    # CPython refuses a cookie naming an encoding that is not ASCII-compatible ("encoding problem: utf-16")
+    if encoding != "utf-8-sig" and "\n#".encode(encoding) != b"\n#":
         raise Undecodable(f"coding cookie: encoding problem: {encoding} is not ASCII-compatible", _cookie_line(head))
     return encoding
 

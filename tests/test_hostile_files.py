@@ -344,7 +344,8 @@ def test_a_newline_in_a_file_name_is_escaped_in_the_text_format(tmp_path):
     assert any(line.startswith("    \"a\\nb.py\":34: note:") for line in lines)
     assert any(line.startswith("real.py:33:13: DTP101") for line in lines)
     assert proc.stderr.decode().splitlines() == [
-        '"p\\tq.py": error: cannot read file: it is a FIFO (named pipe), not a regular file; only regular files are read']
+        '"p\\tq.py": error: cannot read file: it is a FIFO (named pipe), not a regular file; '
+        'only regular files are read']
     # json keeps the name as it is: JSON escapes the newline itself
     _, data = lint_json(root, "--no-cache", ".")
     assert ("a\nb.py", *FINDING) in findings(data)
@@ -377,7 +378,8 @@ def test_a_utf8_bom_file_is_analysed(tmp_path):
      "ASCII-compatible encoding named by a coding cookie; save it as UTF-8"),
     # no trigger token at all: the byte prefilter alone would have skipped it
     ("bad.py", b"x = 1\ny = '\xff'\n", 2, 6, "file is not valid UTF-8: invalid start byte at byte 11"),
-    ("cookie.py", b"#!/usr/bin/env python\n# coding: klingon\nx = 1\n", 2, 1, "coding cookie: unknown encoding: klingon"),
+    ("cookie.py", b"#!/usr/bin/env python\n# coding: klingon\nx = 1\n", 2, 1,
+     "coding cookie: unknown encoding: klingon"),
     ("wide.py", b"# coding: utf-16\nx = 1\n", 1, 1, "coding cookie: encoding problem: utf-16 is not ASCII-compatible"),
 ])
 @pytest.mark.parametrize("pooled", [False, True])
