@@ -43,6 +43,15 @@ def compute_facts(items: Sequence[tuple[str, bytes, str]]) -> list[dict[str, Any
     return [file_facts(data, mode) for _, data, mode in items]
 
 
+def crashed_facts(reason: str) -> dict[str, Any]:
+    """The facts of a file whose analysis killed the process analysing it (a native crash: the
+    depth guard keeps LibCST from what is known to crash it), alone in a fresh process too."""
+    from placement_lint.facts import EMPTY
+
+    return {**EMPTY, "parsed": True, "crashed": True, "error": {"line": 1, "column": 1, "message":
+            f"parser crashed ({reason}): the process analysing this file died, twice; not analysed"}}
+
+
 def read_error(shown: str, exc: BaseException | str) -> dict[str, Any]:
     """The error of a file that could not be stat'ed or read (`exc`, or its reason from a worker)."""
     reason = exc if isinstance(exc, str) else _reason(exc)
@@ -204,7 +213,7 @@ class FactStore:
             computed = self._compute([(items[i][0], items[i][1].bytes(), items[i][2]) for i in todo])
             for i, facts in zip(todo, computed):
                 results[i] = facts
-                if self.cache is not None:
+                if self.cache is not None and not facts.get("crashed"):  # (a crash is retried next run)
                     self.cache.put(items[i][1].digest, items[i][2], facts)
         return results
 
@@ -218,7 +227,23 @@ class FactStore:
         return self._pool
 
     def _compute(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
-        return self.pool.map(compute_facts, items)
+        return self.pool.map(compute_facts, items, on_crash=lambda item, reason: crashed_facts(reason))
+
+    def _scan_crash(self, item: tuple[str, int], reason: str) -> tuple:
+        """Phase one's result for a file whose analysis killed the worker (and a process of its
+        own): a candidate whose facts are the crash (DTP000), with its digest so that a warm run
+        finds it uncached and tries again."""
+        from placement_lint.source_text import Unreadable
+
+        digest = ""
+        if self.cache is not None:
+            from placement_lint.cache import digest as content_digest
+
+            try:
+                digest = content_digest(read_bytes(Path(item[0])))
+            except (OSError, Unreadable) as exc:
+                return (_reason(exc),)
+        return (True, digest, crashed_facts(reason))
 
     def scan(self, items: list[tuple[str, int]], mode: str) -> list[tuple]:
         """`scan_files` over (path, size) items on the pool, in `mode`, through the cache."""
@@ -233,7 +258,8 @@ class FactStore:
         try:
             return self.pool.map_weighted(partial(scan_files, mode=mode, cache=self.cache), items,
                                           [size for _, size in items], per_worker=SCAN_BATCHES_PER_WORKER,
-                                          progress=bar.update if bar is not None else None)
+                                          progress=bar.update if bar is not None else None,
+                                          on_crash=self._scan_crash)
         finally:
             if bar is not None:
                 bar.close()

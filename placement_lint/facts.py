@@ -72,32 +72,17 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
         text = source_text.decode(data)  # as CPython reads source: coding cookie, BOM
     except source_text.Undecodable as exc:
         return {**EMPTY, "error": exc.error()}
-    # libcst is imported only for files that passed the prefilter
-    import libcst as cst
-
-    from placement_lint.analyzer import analyze_blocks
-    from placement_lint.cst_parse import parse_module
+    # libcst is imported only for files that passed the prefilter (analysis.parse imports it)
+    from placement_lint.analysis.parse import facts as parsed_facts
     from placement_lint.regions import all_blocks, rank_fields, select_blocks
 
-    blocks = None
     keyword_fields, attribute_fields = rank_fields(text)
-    try:
-        # each (relevant) top-level block parsed on its own: positions are then computed only for
-        # the blocks that hold a site, never by code-generating the whole module
-        pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank, keyword_fields)
-        blocks = [(start, parse_module(src), members) for start, src, members in pieces]
-    except (cst.ParserSyntaxError, RecursionError, MemoryError):
-        blocks = None  # a split inside a string or bracket (or pathological nesting): parse the real text
-    try:
-        if blocks is None:
-            blocks = [(1, parse_module(text), None)]
-    except cst.ParserSyntaxError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        return {**EMPTY, "parsed": True, "error": {"line": exc.raw_line, "column": exc.raw_column + 1, "message": f"could not parse: {first}"}}
-    except (RecursionError, MemoryError) as exc:  # pathological nesting: report, don't crash
-        return {**EMPTY, "parsed": True, "error": {"line": 1, "column": 1, "message": f"could not parse: {type(exc).__name__}"}}
+    pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank, keyword_fields)
     positions = {"full": "all", "positions": "sites"}.get(mode_base, "none")
-    result = analyze_blocks(blocks, positions=positions, rank_fields=keyword_fields | attribute_fields)
+    # guarded (too deep for LibCST: an error), parsed, analysed (on a deeper stack if need be)
+    result = parsed_facts(text, pieces, positions, keyword_fields | attribute_fields)
+    if result.get("error"):
+        return {**EMPTY, "parsed": True, "error": result["error"]}
     result["suppressions"] = scan(text)
     result["suppression_names"] = named(text)
     result["dp_context"] = data_parallel_context(text)

@@ -5,7 +5,10 @@ started by the first phase that needs it and reused by the later ones."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import sys
+import tempfile
 from typing import Any, Callable, Sequence
 
 #: below this many bytes of source, one process is faster than starting a pool (applies to an
@@ -32,13 +35,15 @@ class Pool:
     def __init__(self, jobs: int | None):
         self.workers = default_jobs() if not jobs else jobs
         self._executor = None
+        self._track: str | None = None  # the folder where workers record their current item
         self._size = 0
         self.started = 0  # pools started (0 or 1): for tests
         self.pooled_maps = 0  # `map` calls the pool ran: for tests
 
-    def map(self, fn: Callable[[list], list], items: Sequence[tuple[str, bytes, Any]]) -> list:
+    def map(self, fn: Callable[[list], list], items: Sequence[tuple[str, bytes, Any]],
+            on_crash: Callable[[Any, str], Any] | None = None) -> list:
         """`fn` over (path, bytes, mode) items, weighted by their bytes."""
-        return self.map_weighted(fn, items, [len(item[1]) for item in items])
+        return self.map_weighted(fn, items, [len(item[1]) for item in items], on_crash=on_crash)
 
     def would_pool(self, weights: Sequence[int]) -> bool:
         """Whether `map_weighted` over items of these weights would run on the pool."""
@@ -49,17 +54,49 @@ class Pool:
         return len(weights) >= 2 and sum(weights) >= POOL_MIN_BYTES
 
     def map_weighted(self, fn: Callable[[list], list], items: Sequence[Any], weights: Sequence[int],
-                     per_worker: int = 2, progress: Callable[[int, int], None] | None = None) -> list:
+                     per_worker: int = 2, progress: Callable[[int, int], None] | None = None,
+                     on_crash: Callable[[Any, str], Any] | None = None) -> list:
         """`fn` over `items` (a list in, a list of as many results out), on the pool when
         `would_pool(weights)`, else in this process; results in the items' order. The pool gets
         `per_worker` batches a worker, balanced by weight (more, smaller batches balance work
-        whose cost the weights predict badly: idle workers take the next batch)."""
+        whose cost the weights predict badly: idle workers take the next batch).
+
+        A worker that dies (a native crash in LibCST, the OOM killer) breaks the pool: the items
+        each worker was working on are rerun alone, one fresh process each, and an item that
+        kills its process too gets `on_crash(item, reason)` as its result; the other unfinished
+        items go to a fresh pool. Without `on_crash`, a crash raises WorkerCrash."""
         if not self.would_pool(weights):
             return fn(list(items))
-        executor = self._executor or self._start(min(self.workers, len(items)))
+        results: list = [None] * len(items)
+        todo = list(range(len(items)))
+        done = 0
+        while todo:
+            executor = self._executor or self._start(min(self.workers, len(todo)))
+            lost = self._run(executor, fn, items, weights, todo, per_worker, results, progress, done)
+            if not lost:
+                break
+            done += len(todo) - len(lost)
+            # the pool is broken: the items in progress in its workers are the suspects
+            suspects = self._in_progress() & set(lost)
+            self._discard()
+            for i in sorted(suspects or lost):  # (no suspect known: every lost item alone)
+                results[i] = isolated(fn, items[i], on_crash)
+                done += 1
+                if progress is not None:
+                    progress(done, len(items))
+            todo = [i for i in lost if i not in suspects] if suspects else []
+        self.pooled_maps += 1
+        return results
+
+    def _run(self, executor, fn, items, weights, todo, per_worker, results, progress, done) -> list[int]:
+        """One pooled pass over the item indices `todo`; the indices whose results were lost to
+        a broken pool (empty when none)."""
+        from concurrent.futures import as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
         n = self._size
         # balance batches by weight (largest first into the lightest batch), keep result order
-        order = sorted(range(len(items)), key=lambda i: -weights[i])
+        order = sorted(todo, key=lambda i: -weights[i])
         batches: list[list[int]] = [[] for _ in range(n * per_worker)]
         loads = [0] * len(batches)
         for i in order:
@@ -67,20 +104,50 @@ class Pool:
             batches[j].append(i)
             loads[j] += weights[i]
         batches = [b for b in batches if b]
-        results: list = [None] * len(items)
-        from concurrent.futures import as_completed
-
-        futures = {executor.submit(fn, [items[i] for i in b]): b for b in batches}
-        done = 0
+        futures = {}
+        lost: list[int] = []
+        for b in batches:
+            try:
+                futures[executor.submit(_tracked, fn, [items[i] for i in b], b, self._track)] = b
+            except BrokenProcessPool:
+                lost.extend(b)
         for fut in as_completed(futures):
             b = futures[fut]
-            for i, r in zip(b, fut.result()):
+            try:
+                batch = fut.result()
+            except BrokenProcessPool:
+                lost.extend(b)
+                continue
+            for i, r in zip(b, batch):
                 results[i] = r
             done += len(b)
             if progress is not None:
                 progress(done, len(items))
-        self.pooled_maps += 1
-        return results
+        return lost
+
+    def _in_progress(self) -> set[int]:
+        """The item indices the pool's workers had started and not finished (their records)."""
+        out: set[int] = set()
+        if self._track is None:
+            return out
+        for name in os.listdir(self._track):
+            try:
+                with open(os.path.join(self._track, name), "rb") as fh:
+                    value = int(fh.read().strip() or b"-1")
+            except (OSError, ValueError):
+                continue
+            if value >= 0:
+                out.add(value)
+        return out
+
+    def _discard(self) -> None:
+        """Drop a broken pool (its workers are gone); the next pass starts a fresh one."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        if self._track is not None:
+            shutil.rmtree(self._track, ignore_errors=True)
+            self._track = None
 
     def _start(self, n: int):
         from concurrent.futures import ProcessPoolExecutor
@@ -88,12 +155,83 @@ class Pool:
 
         # fork: workers inherit the imported analyzer (no re-import of __main__, cheapest start)
         ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        self._track = tempfile.mkdtemp(prefix="placement-lint-pool-")  # each worker's current item
         self._executor = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
         self._size = n
         self.started += 1
         return self._executor
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        self._discard()
+
+
+class WorkerCrash(RuntimeError):
+    """A worker process died on an item and the caller gave no `on_crash`."""
+
+
+def crash_reason(exitcode: int | None) -> str:
+    """How a process ended, in words: "signal 11: SIGSEGV", "exit code 3"."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"signal {-exitcode}: {name}"
+    return f"exit code {exitcode}"
+
+
+def isolated(fn: Callable[[list], list], item: Any, on_crash: Callable[[Any, str], Any] | None) -> Any:
+    """fn([item])[0] in a fresh process of its own: a crash there ends only that process."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_isolated_main, args=(fn, item, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        ok, value = receive.recv()
+    except EOFError:  # it died before answering
+        ok, value = None, None
+    finally:
+        receive.close()
+        proc.join()
+    if ok is None:
+        reason = crash_reason(proc.exitcode)
+        if on_crash is None:
+            raise WorkerCrash(f"a worker process crashed ({reason})")
+        return on_crash(item, reason)
+    if not ok:
+        raise value
+    return value
+
+
+def _isolated_main(fn: Callable[[list], list], item: Any, send) -> None:
+    try:
+        result = (True, fn([item])[0])
+    except BaseException as exc:  # an ordinary error is the caller's, as it would be in the pool
+        result = (False, exc)
+    send.send(result)
+    send.close()
+
+
+#: per worker process: (records folder, descriptor of its record)
+_RECORD: list = [None, None]
+
+
+def _tracked(fn: Callable[[list], list], items: list, indices: list[int], track: str | None) -> list:
+    """fn over a batch in a worker, one item at a time, each item's index recorded before it is
+    worked on (a fixed-width overwrite of this worker's file: a few microseconds), so that the
+    parent knows which item a worker that died was on."""
+    if track is None:
+        return fn(items)
+    if _RECORD[0] != track:
+        _RECORD[0] = track
+        _RECORD[1] = os.open(os.path.join(track, str(os.getpid())), os.O_WRONLY | os.O_CREAT, 0o600)
+    fd = _RECORD[1]
+    out = []
+    for index, item in zip(indices, items):
+        os.pwrite(fd, b"%20d" % index, 0)
+        out.extend(fn([item]))
+    os.pwrite(fd, b"%20d" % -1, 0)
+    return out

@@ -1,0 +1,146 @@
+"""From a file's selected blocks to its analysed facts: the depth guard, LibCST's parse (block by
+block, or the whole text when a block does not parse alone), the two CPython-valid forms LibCST
+rejects, and the deep path for code nested beyond the default stack (analysis/depth.py).
+
+Every way a file cannot be analysed ends as {"error": {line, column, message}} (the file's DTP000)
+with the reason, never as an exception: LibCST's own message and position when it rejects the
+file, and whether Python itself accepts it (checked by compiling to an AST: nothing is run)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from placement_lint.analysis import depth
+
+#: a form feed in a line's indentation. CPython's tokenizer resets the indentation count at a form
+#: feed; LibCST's does not (it then finds "no matching outer block for dedent" in valid code)
+_FORM_FEED_INDENT = re.compile(r"^[ \t\f]*\f", re.MULTILINE)
+#: a LibCST message is one line of this length at most (it can quote a whole line of the file)
+MESSAGE_MAX = 240
+
+
+class NeedsDeep(Exception):
+    """The whole text turned out deep while parsing on the normal path: restart on the deep path."""
+
+
+def facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, rank_fields: frozenset) -> dict[str, Any]:
+    """The analyzer's facts of `text` given its selected `pieces` (regions.select_blocks' form),
+    or {"error": ...}."""
+    verdict = depth.check_blocks(pieces)
+    if verdict.error:
+        return {"error": verdict.error}
+    args = (text, pieces, positions, rank_fields)
+    if not verdict.deep:
+        try:
+            return _facts(*args, deep=False)
+        except NeedsDeep:
+            pass
+        except Exception as exc:
+            # deeper than the default stack allows (the guard measures only what LibCST risks).
+            # LibCST's position pass turns a RecursionError into a KeyError: look at the chain
+            if not _recursion(exc):
+                raise
+    try:
+        return depth.run_deep(_facts, *args, True)
+    except (RecursionError, MemoryError) as exc:
+        return {"error": {"line": 1, "column": 1, "message": f"nested too deep to analyse ({type(exc).__name__}); not analysed"}}
+
+
+def _recursion(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 100:
+        if isinstance(exc, RecursionError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, rank_fields: frozenset, deep: bool) -> dict[str, Any]:
+    import libcst as cst
+
+    from placement_lint.analyzer import analyze_blocks
+    from placement_lint.cst_parse import parse_module
+
+    shifts: dict[int, int] = {}
+    try:
+        # each (relevant) top-level block parsed on its own: positions are then computed only for
+        # the blocks that hold a site, never by code-generating the whole module
+        blocks = [(start, parse_module(src), members) for start, src, members in pieces]
+    except cst.ParserSyntaxError:
+        # a split inside a string or bracket, or a file LibCST rejects: parse the real text
+        whole = _whole(text, deep)
+        if "error" in whole:
+            return whole
+        blocks, shifts = whole["blocks"], whole["shifts"]
+    result = analyze_blocks(blocks, positions=positions, rank_fields=rank_fields)
+    if shifts:
+        _shift_columns(result, shifts)
+    return result
+
+
+def _whole(text: str, deep: bool) -> dict[str, Any]:
+    """The whole text parsed as one block: {"blocks", "shifts"} or {"error"}."""
+    import libcst as cst
+
+    from placement_lint.cst_parse import parse_module
+
+    verdict = depth.check(text)
+    if verdict.error:
+        return {"error": verdict.error}
+    if verdict.deep and not deep:
+        raise NeedsDeep
+    try:
+        return {"blocks": [(1, parse_module(text), None)], "shifts": {}}
+    except cst.ParserSyntaxError as exc:
+        first = exc
+    normal, shifts = normalize(text)
+    if normal != text:
+        try:
+            return {"blocks": [(1, parse_module(normal), None)], "shifts": shifts}
+        except cst.ParserSyntaxError:
+            pass  # report the original text's error
+    return {"error": syntax_error(first, text)}
+
+
+def normalize(text: str) -> tuple[str, dict[int, int]]:
+    """`text` with the two CPython-valid forms LibCST rejects rewritten, and {line: characters
+    removed at its start} to put the columns back. A form feed in the indentation goes with the
+    whitespace before it (CPython counts the indentation from the last form feed); a backslash
+    continuation (CRLF) that ends the file becomes a space (length kept): CPython ends the
+    statement there, LibCST wants another line."""
+    shifts: dict[int, int] = {}
+    if "\f" in text:
+        for m in _FORM_FEED_INDENT.finditer(text):
+            shifts[text.count("\n", 0, m.start()) + 1] = m.end() - m.start()
+        text = _FORM_FEED_INDENT.sub("", text)
+    if text.endswith("\\\r\n"):
+        text = text[:-3] + " \r\n"
+    return text, shifts
+
+
+def syntax_error(exc: Any, text: str) -> dict[str, Any]:
+    """The DTP000 error of a file LibCST rejects: its message and position, and what Python says
+    (compiled to an AST only: nothing is run)."""
+    message = " ".join(str(getattr(exc, "message", "") or exc).split()) or "syntax error"
+    if len(message) > MESSAGE_MAX:
+        message = message[: MESSAGE_MAX - 3] + "..."
+    try:
+        compile(text, "<file>", "exec", 0x400, dont_inherit=True)  # ast.PyCF_ONLY_AST
+        python = "Python itself accepts this file; placement-lint's parser (LibCST) does not"
+    except SyntaxError as err:
+        python = f"Python: {err.msg}" + (f" at line {err.lineno}" if err.lineno else "")
+    except (ValueError, RecursionError, MemoryError) as err:
+        python = f"Python: {err}" if isinstance(err, ValueError) else f"Python: {type(err).__name__}"
+    return {"line": exc.raw_line, "column": exc.raw_column + 1, "message": f"could not parse: {message} ({python})"}
+
+
+def _shift_columns(result: dict[str, Any], shifts: dict[int, int]) -> None:
+    """Columns of positions on lines `normalize` shortened, back to the file's own."""
+    for site in result.get("sites", ()):
+        pos = site.get("pos")
+        if pos:
+            pos[1] += shifts.get(pos[0], 0)
+            pos[3] += shifts.get(pos[2], 0)
+        for at in (site.get("at") or {}).values():
+            at[1] += shifts.get(at[0], 0)
