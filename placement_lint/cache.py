@@ -24,7 +24,9 @@ from placement_lint.facts import FACTS_VERSION
 
 #: modules whose code decides what facts a file has: a change to any of them invalidates the cache
 #: (and every module of the analysis/ package, the analyzer's pieces)
-_FACT_MODULES = ("analyzer.py", "api.py", "facts.py", "prefilter.py", "regions.py", "source_text.py", "suppression.py")
+#: (tests/test_cache_fingerprint.py checks that every module facts import is listed)
+_FACT_MODULES = ("analyzer.py", "api.py", "cst_parse.py", "facts.py", "prefilter.py", "rank_flow.py", "regions.py",
+                 "skippable_tests.py", "source_text.py", "suppression.py")
 
 
 def code_fingerprint() -> str:

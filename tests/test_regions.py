@@ -1,5 +1,5 @@
 """Region selection follows a rank to a subscript: a block is parsed for its rank slices only when
-a value derived from a rank can reach a subscript or `narrow` in it (regions._rank_reaches_slice).
+a value derived from a rank can reach a subscript or `narrow` in it (rank_flow.rank_reaches_slice).
 Each case is checked twice: which defs are selected, and that the facts of the selected blocks
 hold every rank slice that analysing the whole file finds."""
 

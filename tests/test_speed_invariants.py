@@ -511,18 +511,18 @@ def test_skip_keeps_every_finding_at_default_threshold(tmp_path, monkeypatch):
 
 def test_hazards_are_real(tmp_path, monkeypatch):
     """Skipping every test function by name alone would change each hazard's findings: each
-    condition of regions._skippable_test is needed."""
-    from placement_lint import regions
+    condition of skippable_tests.skippable_test is needed."""
+    from placement_lint import regions, skippable_tests
 
     root = _hazard_tree(tmp_path)
     ref = _findings(run_lint(root, monkeypatch, jobs=1, use_cache=False, min_confidence=Confidence.MEDIUM))
 
     def by_name_only(lines, s, e, text, skip, param_attrs, method):
-        header = next((i for i in range(s, e) if regions._DEF.match(lines[i].lstrip())), -1)
-        return header >= 0 and bool(regions._TEST_DEF.match(lines[header].lstrip()))
+        header = next((i for i in range(s, e) if skippable_tests._DEF.match(lines[i].lstrip())), -1)
+        return header >= 0 and bool(skippable_tests._TEST_DEF.match(lines[header].lstrip()))
 
-    monkeypatch.setattr(regions, "_skippable_test", by_name_only)
-    monkeypatch.setattr(regions, "_parses", lambda lines, ranges: True)
+    monkeypatch.setattr(regions, "skippable_test", by_name_only)
+    monkeypatch.setattr(regions, "parses", lambda lines, ranges: True)
     naive = _findings(run_lint(root, monkeypatch, jobs=1, use_cache=False, min_confidence=Confidence.MEDIUM))
     changed = {f[0] for f in set(ref) ^ set(naive)}
     assert changed == set(HAZARDS)
