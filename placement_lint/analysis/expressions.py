@@ -9,7 +9,7 @@ import libcst as cst
 from placement_lint import api
 from placement_lint.analysis.scopes import Scope
 from placement_lint.analysis.syntax import dotted, is_int_name, is_self
-from placement_lint.analysis.values import ANY, NONE, UNKNOWN, V, combine, is_torch_name, join
+from placement_lint.analysis.values import ANY, NONE, UNKNOWN, V, capped, combine, is_torch_name, join
 
 
 class ExpressionsMixin:
@@ -68,7 +68,7 @@ class ExpressionsMixin:
                 return V(kind="placements", pl=frozenset(pl), elems=elems,
                          maybe_none=any(e.maybe_none for e in elems))
             kind = "list" if isinstance(node, cst.List) else "tuple"
-            return V(kind=kind, elems=elems, exits=frozenset().union(*(e.exits for e in elems)) if elems else frozenset(),
+            return V(kind=kind, elems=elems, exits=capped(frozenset().union(*(e.exits for e in elems))) if elems else frozenset(),
                      ptaint=frozenset().union(*(e.ptaint for e in elems)) if elems else frozenset(),
                      styles=frozenset().union(*(e.styles for e in elems)) if elems else frozenset(),
                      rank="", rankdep="")
@@ -229,7 +229,7 @@ class ExpressionsMixin:
         rankdep = next((v.rankdep for v in vals if v.rankdep), "")
         if not rankdep and tensor_rank is not None:
             rankdep = "indices derived from the rank"
-        return V(kind="index", rank=rank, exits=frozenset().union(*(v.exits for v in vals)) if vals else frozenset(),
+        return V(kind="index", rank=rank, exits=capped(frozenset().union(*(v.exits for v in vals))) if vals else frozenset(),
                  rankdep=rankdep)
 
     def subscript(self, node: cst.Subscript, scope: Scope) -> V:
@@ -272,7 +272,7 @@ class ExpressionsMixin:
             parent = base.parent or UNKNOWN
             return V(kind="tensor", exits=parent.exits, ptaint=parent.ptaint, rankdep=parent.rankdep, rank=parent.rank)
         kind = base.kind if base.kind in ("tensor", "inttensor", "dtensor") else ("tensor" if base.exits else "unknown")
-        return V(kind=kind, exits=base.exits | idx.exits, ptaint=base.ptaint, rank=base.rank, rankdep=base.rankdep or idx.rankdep)
+        return V(kind=kind, exits=capped(base.exits | idx.exits), ptaint=base.ptaint, rank=base.rank, rankdep=base.rankdep or idx.rankdep)
 
     @staticmethod
     def has_slice(node: cst.Subscript) -> bool:

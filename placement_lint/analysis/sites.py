@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from placement_lint import api
+from placement_lint.analysis.positions import table
 from placement_lint.analysis.scopes import Scope
 from placement_lint.analysis.syntax import dotted, is_data_parallel_name, kwarg
 from placement_lint.analysis.values import ANY, V, placements_of
@@ -225,20 +225,27 @@ class SitesMixin:
         }
         if positions != "none":  # the evidence of function summaries: related locations of callers' findings
             needed |= {place[0] for nodes in self.slot_nodes.values() for k, _, place in nodes if k in CITED}
-        resolved: dict[Any, Any] = {}
+        # Positions are asked for first, then computed one table (a block, or a method generated
+        # on its own) at a time, each table dropped once read: never every node's range of the
+        # file at once. A placeholder keeps each value's place (and the dicts' key order).
+        asked: dict[Any, list[tuple[cst.CSTNode, Any]]] = {}
+        origin: dict[Any, tuple[Any, int, int]] = {}
 
-        def locate(b: int, unit) -> tuple[Any, int, int]:
-            """Position table, line offset and column offset for a site in block b / method unit."""
+        def ask(b: int, unit, node: cst.CSTNode, fill) -> None:
+            """fill(range, line offset, column offset) once the table of block b / unit is made."""
             if unit is not None:
                 # one method, code-generated on its own: dedented by its class indent, and its
                 # leading blank/comment lines come first
                 fn, line0, indent = unit
-                if id(fn) not in resolved:
-                    resolved[id(fn)] = MetadataWrapper(cst.Module(body=[fn]), unsafe_skip_copy=True).resolve(PositionProvider)
-                return resolved[id(fn)], line0 - len(fn.leading_lines), indent
-            if b not in resolved:
-                resolved[b] = MetadataWrapper(self.blocks[b][1], unsafe_skip_copy=True).resolve(PositionProvider)
-            return resolved[b], self.blocks[b][0] - 1, 0
+                key: Any = ("unit", id(fn))
+                origin.setdefault(key, (fn, line0 - len(fn.leading_lines), indent))
+            else:
+                key = b
+                origin.setdefault(key, (None, self.blocks[b][0] - 1, 0))
+            asked.setdefault(key, []).append((node, fill))
+
+        def put(target: Any, key: Any, value: list) -> None:
+            target[key] = value
 
         partial = False
         for i, (site, n, b, unit) in enumerate(zip(self.sites, self.site_nodes, self.site_blocks, self.site_units)):
@@ -246,26 +253,39 @@ class SitesMixin:
                 site["pos"] = None
                 partial = True
                 continue
-            positions, dl, dc = locate(b, unit)
-            r = positions[n]
-            site["pos"] = [r.start.line + dl, r.start.column + 1 + dc, r.end.line + dl, r.end.column + 1 + dc]
+            site["pos"] = None
+            ask(b, unit, n, lambda r, dl, dc, site=site: put(site, "pos", [r[0] + dl, r[1] + 1 + dc, r[2] + dl, r[3] + 1 + dc]))
             for key, rn, (rb, runit) in self.related_nodes.get(i, ()):
                 # evidence positioned in its own block/unit (it may sit in another method)
-                table, rdl, rdc = (positions, dl, dc) if (rb, runit) == (b, unit) else locate(rb, runit)
                 if key.startswith("at:"):  # the exact start of a part the finding is about
-                    p = table[rn].start
-                    site.setdefault("at", {})[key[3:]] = [p.line + rdl, p.column + 1 + rdc]
+                    at = site.setdefault("at", {})
+                    at[key[3:]] = None
+                    ask(rb, runit, rn, lambda r, dl, dc, at=at, k=key[3:]: put(at, k, [r[0] + dl, r[1] + 1 + dc]))
                 else:
-                    site.setdefault(f"{key}_lines", []).append(table[rn].start.line + rdl)
+                    lines = site.setdefault(f"{key}_lines", [])
+                    lines.append(0)
+                    ask(rb, runit, rn, lambda r, dl, dc, lines=lines, j=len(lines) - 1: put(lines, j, r[0] + dl))
         classes = [
             {"name": c.name, "qualname": c.qualname, "bases": c.bases, "torch_style": c.is_torch_style, "bare_exits": c.bare_exits}
             for c in self.classes
         ]
-        def position(b: int, unit, node: cst.CSTNode) -> int:
+        def position(b: int, unit, node: cst.CSTNode) -> Any:
             if b not in needed:
                 return 0  # not cited by any finding (only CITED evidence is positioned)
-            table, dl, _ = locate(b, unit)
-            return table[node].start.line + dl
+            holder = [0]  # replaced by its line below
+            ask(b, unit, node, lambda r, dl, dc, h=holder: put(h, 0, r[0] + dl))
+            return holder
 
         functions = self.summaries(position if positions != "none" else None)
+        for key, requests in asked.items():
+            fn, dl, dc = origin[key]
+            ranges = table(cst.Module(body=[fn]) if fn is not None else self.blocks[key][1])
+            for node, fill in requests:
+                fill(ranges[node], dl, dc)
+            del ranges
+        if positions != "none":
+            for info in functions.values():
+                for slot in info.get("slots", {}).values():
+                    for key, found in slot.get("lines", {}).items():
+                        slot["lines"][key] = [h[0] if type(h) is list else h for h in found]
         return {"sites": self.sites, "classes": classes, "functions": functions, "unpositioned": partial}

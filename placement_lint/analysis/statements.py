@@ -10,7 +10,7 @@ import libcst as cst
 from placement_lint import api
 from placement_lint.analysis.scopes import ClassInfo, Scope
 from placement_lint.analysis.syntax import dotted, is_data_parallel_name, is_int_name, is_self, module_ref
-from placement_lint.analysis.values import UNKNOWN, V, combine, is_torch_name, join
+from placement_lint.analysis.values import UNKNOWN, V, capped, combine, is_torch_name, join
 
 
 class StatementsMixin:
@@ -305,7 +305,7 @@ class StatementsMixin:
                 name = target.value
                 if isinstance(name, cst.Name):
                     old = scope.lookup(name.value) or UNKNOWN
-                    scope.env[name.value] = dataclasses.replace(old, exits=old.exits | v.exits, ptaint=old.ptaint | v.ptaint, rankdep=old.rankdep or v.rankdep)
+                    scope.env[name.value] = dataclasses.replace(old, exits=capped(old.exits | v.exits), ptaint=old.ptaint | v.ptaint, rankdep=old.rankdep or v.rankdep)
         elif isinstance(target, cst.StarredElement):
             self.bind(target.value, UNKNOWN, scope)
 

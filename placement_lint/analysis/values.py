@@ -55,6 +55,18 @@ class V:
         return None
 
 
+#: the most exit sites one value remembers. In straight-line code (`y2 = y1 @ w.to_local() + ...`,
+#: thousands of lines) every value would otherwise hold every exit before it: memory and time
+#: quadratic in the function's length (a 100k-line function: gigabytes). Past the cap a value keeps
+#: its newest exits (those nearest the code that uses it); the older ones stay sites, and this
+#: value alone no longer reports its uses to them
+MAX_EXITS = 64
+
+
+def capped(exits: frozenset) -> frozenset:
+    return exits if len(exits) <= MAX_EXITS else frozenset(sorted(exits)[-MAX_EXITS:])
+
+
 UNKNOWN = V()
 NONE = V(kind="none", maybe_none=True)
 
@@ -67,7 +79,7 @@ def join(a: V, b: V) -> V:
     return V(
         kind=kind,
         pl=(a.pl | b.pl) if (a.pl and b.pl) else frozenset(),
-        exits=a.exits | b.exits,
+        exits=capped(a.exits | b.exits),
         ptaint=a.ptaint | b.ptaint,
         styles=a.styles | b.styles,
         classes=a.classes | b.classes,
@@ -101,7 +113,7 @@ def combine(vals: Iterable[V], kind: str = "tensor") -> V:
     # no gradient comes out only if none goes in; a collective's output stays synced through views
     nograd = bool(tensors) and all(v.nograd for v in tensors)
     synced = bool(tensors) and all(v.synced for v in tensors)
-    return V(kind=kind, exits=exits, rank=rank, rankdep=rankdep, nograd=nograd, synced=synced, ptaint=ptaint)
+    return V(kind=kind, exits=capped(exits), rank=rank, rankdep=rankdep, nograd=nograd, synced=synced, ptaint=ptaint)
 
 
 def placements_of(v: V | None) -> frozenset:
