@@ -75,15 +75,18 @@ def _import_line(tree: ast.Module, text: str = "") -> int:
     return after + 1
 
 
-def _keyword_edit(text: str, spec: dict) -> dict | None:
-    """The edit adding a keyword argument before a call's closing parenthesis at (line, column):
-    `, name=value` after other arguments (a trailing comma taken into account), `name=value` in
-    an empty call."""
-    lines = text.split("\n")
+def _keyword_edit(lines: list[str], spec: dict) -> dict | None:
+    """The edit adding a keyword argument before a call's closing parenthesis at (line, column)
+    of a file's `lines` (split on "\\n"): `, name=value` after other arguments (a trailing comma
+    taken into account), `name=value` in an empty call."""
     line, col = spec["line"], spec["column"]
     if not 1 <= line <= len(lines) or col < 1 or lines[line - 1][col - 1:col] != ")":
         return None
-    before = "\n".join(lines[: line - 1] + [lines[line - 1][: col - 1]]).rstrip()
+    # what precedes the parenthesis, blank lines skipped (only its last character matters)
+    before, k = lines[line - 1][: col - 1].rstrip(), line - 1
+    while not before and k > 0:
+        k -= 1
+        before = lines[k].rstrip()
     sep = "" if before.endswith(("(", ",")) else ", "
     if before.endswith(","):
         sep = " "
@@ -95,6 +98,7 @@ def complete_imports(findings: Iterable[Any]) -> None:
     (reading the call), and the names the fix needs that the file does not bind get an import."""
     findings = list(findings)
     texts: dict[str, str | None] = {}
+    split: dict[str, list[str]] = {}
 
     def text_of(path: str) -> str | None:
         if path not in texts:
@@ -105,34 +109,41 @@ def complete_imports(findings: Iterable[Any]) -> None:
         spec = (f.fix or {}).pop("add_keyword", None) if f.fix else None
         if spec is not None:
             text = text_of(f.path)
-            edit = _keyword_edit(text, spec) if text is not None else None
+            if text is not None and f.path not in split:
+                split[f.path] = text.split("\n")
+            edit = _keyword_edit(split[f.path], spec) if text is not None else None
             if edit is None:
                 f.fix = None  # the call is not where the facts say: no fix rather than a wrong one
             else:
                 f.fix.setdefault("edits", []).append(edit)
-    trees: dict[str, ast.Module | None] = {}
+    # per file, once: its tree, the names it binds, where an import goes, the edit per needed
+    # name (a file with thousands of findings is not re-walked per finding)
+    files: dict[str, tuple[ast.Module, set[str], int] | None] = {}
+    extends: dict[tuple[str, str, str], dict | None] = {}
     for f in findings:
         fix = f.fix or {}
         needs = fix.get("imports") or []
         if not needs or fix.get("imports_done"):
             continue
-        if f.path not in trees:
+        if f.path not in files:
             text = text_of(f.path)
             try:
-                trees[f.path] = ast.parse(text) if text is not None else None
+                tree = ast.parse(text) if text is not None else None
             except SyntaxError:
-                trees[f.path] = None
-        tree = trees[f.path]
-        if tree is None:
+                tree = None
+            files[f.path] = (tree, _bound_names(tree), _import_line(tree, text or "")) if tree is not None else None
+        known = files[f.path]
+        if known is None:
             continue
-        bound = _bound_names(tree)
-        line = _import_line(tree, text_of(f.path) or "")
+        tree, bound, line = known
         for module, name in needs:
             if name in bound:
                 continue
-            extend = _extend_edit(tree, module, name, text_of(f.path) or "")
-            fix.setdefault("edits", []).append(extend or {"line": line, "column": 1, "end_line": line, "end_column": 1,
-                                                          "content": f"from {module} import {name}\n"})
+            if (f.path, module, name) not in extends:
+                extends[f.path, module, name] = _extend_edit(tree, module, name, text_of(f.path) or "")
+            extend = extends[f.path, module, name]
+            fix.setdefault("edits", []).append(dict(extend) if extend else {"line": line, "column": 1, "end_line": line,
+                                                                            "end_column": 1, "content": f"from {module} import {name}\n"})
         fix["imports_done"] = True
 
 
