@@ -183,8 +183,8 @@ def _measure(text: str, first_line: int, brackets: int) -> Verdict:
         return Verdict({"line": first_line, "column": 1, "message":
                         f"nested too deep for Python's own parser ({type(exc).__name__}); not analysed"})
     expr, stmt, children = ast.expr, ast.stmt, ast.iter_child_nodes
-    # character offset of each line: an expression spanning at most LONG_STATEMENT characters is
-    # at most that deep and is not walked (the scan may have flagged the block for another one)
+    # character offset of each line: an expression spanning at most COST_SAFE characters is at
+    # most that deep (a level takes a character at least) and need not be walked
     lines = [0, 0, *accumulate(len(line) + 1 for line in text.split("\n"))]
     deepest, deepest_at = 0, (1, 0)
     stmt_depth = 0
@@ -200,7 +200,7 @@ def _measure(text: str, first_line: int, brackets: int) -> Verdict:
             if not isinstance(child, expr):
                 stack.append((child, sd))
                 continue
-            if lines[child.end_lineno] + child.end_col_offset - lines[child.lineno] - child.col_offset <= LONG_STATEMENT:
+            if lines[child.end_lineno] + child.end_col_offset - lines[child.lineno] - child.col_offset <= COST_SAFE:
                 continue
             inner: list[tuple[Any, int]] = [(child, 0)]
             while inner:
@@ -209,8 +209,8 @@ def _measure(text: str, first_line: int, brackets: int) -> Verdict:
                     d += 2 if type(e).__name__ in _WRAPPED else 1
                     if d > own:
                         own = d
-                        if d > deepest:
-                            deepest, deepest_at = d, (e.lineno, e.col_offset)
+                    if d >= deepest and (d > deepest or (e.lineno, e.col_offset) < deepest_at):
+                        deepest, deepest_at = d, (e.lineno, e.col_offset)  # (the first of the deepest)
                 inner.extend((c, d) for c in children(e))
         if own > COST_SAFE:
             heavy.append((own, first_line + getattr(node, "lineno", 1) - 1))

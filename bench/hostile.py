@@ -1,0 +1,200 @@
+"""Issue 11, deep code and big files: time and peak memory of the real CLI on generated inputs.
+
+    .venv/bin/python bench/hostile.py                 # the scaling and deep-code tables (~2 min)
+    .venv/bin/python bench/hostile.py --sizes 1,2,4   # dense and long-function files of these MB
+    .venv/bin/python bench/hostile.py --big 20        # also the 20 MB dense file (minutes)
+    .venv/bin/python bench/hostile.py --profile dense:2 [--mode positions]   # cProfile, in process
+
+Every row is one fresh `placement-lint --no-cache` process (`-j 1`: one file is one worker's
+work anyway) over a temporary directory holding only the generated file; wall seconds and the
+child's peak RSS (getrusage of the waited child). Ratios are against the baseline of the same
+invocation: copies of fixtures/tp_expert_matmul.py (DTP101 each) totalling the same size.
+
+Shapes:
+- dense: many small functions dense with `to_local()`, each a DTP101 (every block parsed, every
+  site positioned in phase three);
+- long: one function of N lines, each a `to_local()` feeding the next (exits accumulate);
+- deep: the fixture with its line 34 nested (calls, lists, chained calls, `+`, conditional
+  expressions...) near the depth guard's limits, and past them (DTP000).
+Standard library only; the inputs are built in memory, nothing is imported from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = (ROOT / "fixtures" / "tp_expert_matmul.py").read_text()
+LINE = "up = F.silu(h @ self.w_up.to_local().t())"
+EXPR = "F.silu(h @ self.w_up.to_local().t())"
+HEADER = "import torch\nfrom torch.distributed.tensor import DTensor, Shard, Replicate\n\n"
+
+
+def dense(size: int) -> str:
+    """Functions of five lines, each a DTP101 (a bare to_local meeting a Shard local)."""
+    parts, total, i = [HEADER], len(HEADER), 0
+    while total < size:
+        part = (f"def f{i}(x, w, mesh):\n    h = x.to_local()\n    y = h @ w.to_local()\n"
+                f"    z = DTensor.from_local(y, mesh, [Shard(0)])\n    return z.to_local() + h\n\n\n")
+        parts.append(part)
+        total += len(part)
+        i += 1
+    return "".join(parts)
+
+
+def long_function(size: int) -> str:
+    """One function: `y{i} = y{i-1} @ w.to_local() + x.to_local()`, line after line."""
+    parts = [HEADER, "def f(x, w, mesh):\n    y0 = x.to_local()\n"]
+    total, i = sum(map(len, parts)), 1
+    while total < size:
+        part = f"    y{i} = y{i - 1} @ w.to_local() + x.to_local()\n"
+        parts.append(part)
+        total += len(part)
+        i += 1
+    parts.append(f"    return y{i - 1}\n")
+    return "".join(parts)
+
+
+def nested(kind: str, n: int) -> str:
+    """The fixture with the expression of its line 34 nested n deep, `kind` of nesting."""
+    forms = {
+        "calls": lambda: "g(" * n + EXPR + ")" * n,
+        "lists": lambda: "[" * n + EXPR + "]" * n,
+        "tuples": lambda: "(" * n + EXPR + ",)" * n,
+        "comps": lambda: "[" * n + EXPR + " for a in b]" * n,
+        "methods": lambda: EXPR + ".f()" * n,
+        "attrs": lambda: EXPR + ".a" * n,
+        "subs": lambda: EXPR + "[0]" * n,
+        "plus": lambda: EXPR + " + a" * n,
+        "ifexp": lambda: (EXPR + " if c else ") * n + EXPR,
+        "lambda": lambda: "lambda: " * n + EXPR,
+        "not": lambda: "not " * n + EXPR,
+    }
+    return FIXTURE.replace(LINE, "up = " + forms[kind]())
+
+
+def elifs(n: int) -> str:
+    """The fixture and a function whose `if` has n - 1 `elif`s, each a bare to_local."""
+    return FIXTURE + "\n\ndef pick(x, k):\n    if k == 0:\n        y = x.to_local()\n" + "".join(
+        f"    elif k == {i}:\n        y = x.to_local() + {i}\n" for i in range(1, n)) + "    return y\n"
+
+
+def baseline(size: int) -> dict[str, str]:
+    return {f"b{i}.py": FIXTURE for i in range(max(1, size // len(FIXTURE)))}
+
+
+def run(files: dict[str, str], args: list[str] = ()) -> tuple[float, int, int, str]:
+    """(seconds, peak RSS in MB, exit code, first DTP000 line or last line of output) of one CLI
+    run over `files`; the child waited with os.wait4, for its own peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            Path(tmp, name).write_text(text)
+        out_path = Path(tmp, ".out")
+        with open(out_path, "wb") as out:
+            start = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-m", "placement_lint", "--no-cache", "--format", "concise",
+                                     "--jobs", "1", *args, "."], stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        lines = out_path.read_text(errors="replace").strip().splitlines()
+    last = next((ln for ln in lines if "DTP000" in ln), lines[-1] if lines else "")
+    return seconds, usage.ru_maxrss // 1024, code, last
+
+
+def table(title: str, rows: list[tuple[str, int, float, int, int, str]], base: float | None) -> None:
+    print(f"\n### {title}\n")
+    print("| input | size MB | seconds | s/MB | ratio to baseline s/MB | peak RSS MB | exit | note |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name, size, secs, rss, code, note in rows:
+        per = secs / (size / 1e6)
+        ratio = f"{per / base:.2f}" if base else ""
+        print(f"| {name} | {size / 1e6:.2f} | {secs:.2f} | {per:.1f} | {ratio} | {rss} | {code} | {note[:90]} |")
+
+
+def scaling(sizes: list[float]) -> None:
+    rows = []
+    base = None
+    for mb in sizes:
+        size = int(mb * 1e6)
+        files = baseline(size)
+        secs, rss, code, note = run(files)
+        total = sum(map(len, files.values()))
+        rows.append((f"baseline ({len(files)} fixture copies)", total, secs, rss, code, note))
+        base = base or secs / (total / 1e6)
+        for name, make in (("dense", dense), ("long function", long_function)):
+            text = make(size)
+            secs, rss, code, note = run({"big.py": text})
+            rows.append((name, len(text), secs, rss, code, note))
+    table("Scaling (one file per row, -j 1)", rows, base)
+
+
+def deep() -> None:
+    base_secs, base_rss, _, _ = run({"fixture.py": FIXTURE})
+    rows = [("fixture (baseline)", len(FIXTURE), base_secs, base_rss, 1, "")]
+    cases = [("calls", 135), ("calls", 200), ("calls", 250), ("lists", 198), ("tuples", 198), ("comps", 198),
+             ("methods", 157), ("methods", 330), ("methods", 5000), ("attrs", 314), ("attrs", 990), ("subs", 314),
+             ("plus", 314), ("plus", 990), ("plus", 2500), ("ifexp", 500), ("lambda", 990), ("not", 990)]
+    for kind, n in cases:
+        text = nested(kind, n)
+        secs, rss, code, note = run({"deep.py": text})
+        rows.append((f"{kind} x{n}", len(text), secs, rss, code, note))
+    for n in (1000, 2900):
+        text = elifs(n)
+        secs, rss, code, note = run({"deep.py": text})
+        rows.append((f"elif x{n}", len(text), secs, rss, code, note))
+    print("\n### Deep code (the fixture's line 34 nested; exit 1: its DTP101 found, DTP000 quoted)\n")
+    print("| input | seconds | ratio to fixture | peak RSS MB | exit | DTP000 |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, _, secs, rss, code, note in rows:
+        dtp000 = note.split("DTP000 [high] ", 1)[1] if "DTP000" in note else ""
+        print(f"| {name} | {secs:.2f} | {secs / base_secs:.2f} | {rss} | {code} | {dtp000[:110]} |")
+
+
+def profile(spec: str, mode: str) -> None:
+    import cProfile
+    import pstats
+
+    sys.path.insert(0, str(ROOT))
+    from placement_lint.facts import file_facts
+
+    shape, mb = spec.split(":")
+    make = {"dense": dense, "long": long_function}[shape]
+    data = make(int(float(mb) * 1e6)).encode()
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.runcall(file_facts, data, mode)
+    print(f"{shape} {mb} MB, mode {mode!r}: {time.perf_counter() - start:.2f} s (profiled), "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="0.5,1,2", help="MB of the dense and long-function files")
+    parser.add_argument("--big", type=float, default=0, help="also a dense file of this many MB")
+    parser.add_argument("--no-deep", action="store_true", help="skip the deep-code table")
+    parser.add_argument("--profile", help="SHAPE:MB (dense, long): cProfile file_facts instead")
+    parser.add_argument("--mode", default="", help="facts mode for --profile ('' or positions)")
+    args = parser.parse_args()
+    if args.profile:
+        profile(args.profile, args.mode)
+        return
+    print(f"placement-lint at {ROOT}, Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}")
+    sizes = [float(s) for s in args.sizes.split(",") if s]
+    if args.big:
+        sizes.append(args.big)
+    scaling(sizes)
+    if not args.no_deep:
+        deep()
+
+
+if __name__ == "__main__":
+    main()
