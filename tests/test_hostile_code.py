@@ -265,5 +265,6 @@ def test_a_long_function_costs_linear_memory():
         finally:
             tracemalloc.stop()
 
-    small, large = peak(1500), peak(3000)
-    assert large < 2.6 * small, (small, large)
+    peak(50)  # (first use: imports, compiled patterns)
+    small, large = peak(500), peak(1000)
+    assert large < 2.6 * small, (small, large)  # quadratic: 3.7 times (measured with the cap lifted)
