@@ -20,6 +20,7 @@ import libcst as cst
 
 from placement_lint.analysis.calls import CallsMixin
 from placement_lint.analysis.expressions import ExpressionsMixin
+from placement_lint.analysis.lazy import LazyMixin
 from placement_lint.analysis.scopes import ClassInfo, Scope
 from placement_lint.analysis.sites import SitesMixin
 from placement_lint.analysis.statements import StatementsMixin
@@ -30,12 +31,17 @@ from placement_lint.analysis.syntax import dotted
 # The analyzer is split along its seams: values (the lattice), scopes, statements, expressions,
 # calls and sites each live in placement_lint/analysis/; this class holds the state they share,
 # name resolution and the order in which a file is walked.
-class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, SummariesMixin):
-    def __init__(self, blocks: Sequence[tuple[int, cst.Module, list | None]]):
-        # (1-based start line, module, kept class members or None) per parsed top-level block
-        self.blocks = blocks
+class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, SummariesMixin, LazyMixin):
+    def __init__(self, blocks: Sequence[tuple[int, cst.Module | None, list | None]], positions: str = "none",
+                 lazy: dict[int, tuple[str, str]] | None = None, parse: Any = None):
+        # (1-based start line, module, kept class members or None) per parsed top-level block;
+        # module None: a block parsed when its function is analysed (`lazy`: index -> (function
+        # name, source); `parse` parses it), and None again once done (see LazyMixin)
+        self.blocks = list(blocks)
         self.block_index = 0
-        self.module = blocks[0][1] if blocks else cst.Module(body=[])
+        self.module = blocks[0][1] if blocks and blocks[0][1] is not None else cst.Module(body=[])
+        self.positions = positions
+        self.init_lazy(lazy or {}, parse)
         # the method being analysed, when its own line is known: (node, 0-based line, indent)
         self.unit: tuple[cst.FunctionDef, int, int] | None = None
         self.site_units: list[tuple[cst.FunctionDef, int, int] | None] = []
@@ -85,16 +91,29 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
 
     def run(self) -> None:
         top = Scope("", None, None)
-        for _, module, _ in self.blocks:
-            self.prescan(module.body)
+        for i, (_, module, _) in enumerate(self.blocks):
+            if i in self.lazy:
+                self.local_functions.add(self.lazy[i][0])
+            else:
+                self.prescan(module.body)
         for i, (_, module, _) in enumerate(self.blocks):
             self.select_block(i)
-            self.block(module.body, top)
+            if i in self.lazy:
+                self.defer_lazy(i, top)  # what its def statement does at module level
+            else:
+                self.block(module.body, top)
         # function bodies see the whole module's globals, so they run after module-level code
         while self._deferred:
             i, fn, parent, symbol, cls, guard = self._deferred.pop(0)
+            if fn is None:
+                fn, guard = self.parse_lazy(i)
             self.select_block(i)
             self.function(fn, parent, symbol, cls, guard)
+            self.done_deferred(i)
+
+    def defer(self, entry: tuple[int, cst.FunctionDef, Scope, str, ClassInfo | None, str]) -> None:
+        self._deferred.append(entry)
+        self.count_deferred(entry[0])
 
     def select_block(self, i: int) -> None:
         self.block_index = i
@@ -112,11 +131,13 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
                         self.import_stmt(small)
 
 
-def analyze_blocks(blocks: Sequence[tuple[int, cst.Module, list | None]], positions: str = "none",
-                   rank_fields: frozenset = frozenset()) -> dict[str, Any]:
+def analyze_blocks(blocks: Sequence[tuple[int, cst.Module | None, list | None]], positions: str = "none",
+                   rank_fields: frozenset = frozenset(), lazy: dict[int, tuple[str, str]] | None = None,
+                   parse: Any = None) -> dict[str, Any]:
     """Facts of a file's parsed blocks. `rank_fields`: names the file assigns from a rank API
-    (`tp_rank=mesh.get_local_rank()` as a keyword or an assignment; see facts.rank_fields)."""
-    a = FileAnalyzer(blocks)
+    (`tp_rank=mesh.get_local_rank()` as a keyword or an assignment; see facts.rank_fields).
+    `lazy`, `parse`: blocks parsed only when analysed (LazyMixin)."""
+    a = FileAnalyzer(blocks, positions, lazy, parse)
     a.rank_fields = rank_fields
     a.run()
     return a.facts(positions)

@@ -181,6 +181,9 @@ def _kill_on_marker(items: list) -> list:
     out = []
     for item in items:
         if item == "crash":
+            import faulthandler
+
+            faulthandler.disable()  # (pytest's dump of the dying worker's stack: noise here)
             os.kill(os.getpid(), signal.SIGSEGV)
         out.append(item.upper())
     return out
@@ -268,3 +271,20 @@ def test_a_long_function_costs_linear_memory():
     peak(50)  # (first use: imports, compiled patterns)
     small, large = peak(500), peak(1000)
     assert large < 2.6 * small, (small, large)  # quadratic: 3.7 times (measured with the cap lifted)
+
+
+def test_lazy_blocks_give_the_eager_facts(monkeypatch):
+    """A big file's undecorated defs are parsed when analysed and dropped after (analysis/lazy.py):
+    the facts, positions included, are those of parsing every block first."""
+    from placement_lint.analysis import parse
+    from placement_lint.facts import file_facts
+
+    nested = "\n\ndef outer(x, w):\n    def inner(y):\n        return y.to_local() @ w.to_local()\n    return inner(x)\n"
+    sources = [p.read_bytes() for p in sorted((REPO / "fixtures").rglob("*.py"))]
+    sources += [(hostile.dense(20_000) + nested).encode(), hostile.long_function(5_000).encode()]
+    for data in sources:
+        for mode in ("", "positions", "full"):
+            monkeypatch.setattr(parse, "LAZY_FROM", 10**12)
+            eager = json.dumps(file_facts(data, mode), sort_keys=True)
+            monkeypatch.setattr(parse, "LAZY_FROM", 0)
+            assert json.dumps(file_facts(data, mode), sort_keys=True) == eager, (mode, data[:60])

@@ -59,14 +59,25 @@ def _recursion(exc: BaseException | None) -> bool:
 def _facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, rank_fields: frozenset, deep: bool) -> dict[str, Any]:
     import libcst as cst
 
+    from placement_lint.analysis.lazy import LazyMismatch
     from placement_lint.analyzer import analyze_blocks
     from placement_lint.cst_parse import parse_module
 
+    # a big file's undecorated top-level defs are parsed when analysed (analysis/lazy.py)
+    lazy: dict[int, tuple[str, str]] = {}
+    if sum(len(src) for _, src, _ in pieces) >= LAZY_FROM:
+        lazy = {i: (name, src) for i, (_, src, _) in enumerate(pieces) if (name := undecorated_def(src))}
     shifts: dict[int, int] = {}
     try:
         # each (relevant) top-level block parsed on its own: positions are then computed only for
         # the blocks that hold a site, never by code-generating the whole module
-        blocks = [(start, parse_module(src), members) for start, src, members in pieces]
+        blocks = [(start, None if i in lazy else parse_module(src), members) for i, (start, src, members) in enumerate(pieces)]
+        try:
+            return analyze_blocks(blocks, positions=positions, rank_fields=rank_fields, lazy=lazy, parse=parse_module)
+        except (cst.ParserSyntaxError, LazyMismatch):
+            if not lazy:
+                raise
+            blocks = [(start, parse_module(src), members) for start, src, members in pieces]  # as if not lazy
     except cst.ParserSyntaxError:
         # a split inside a string or bracket, or a file LibCST rejects: parse the real text
         whole = _whole(text, deep)
@@ -77,6 +88,23 @@ def _facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, ra
     if shifts:
         _shift_columns(result, shifts)
     return result
+
+
+#: selected text from which undecorated top-level defs are parsed lazily (the eager way keeps
+#: every function's tree until the end; below this the difference is a few megabytes)
+LAZY_FROM = 256 * 1024
+_DEF = re.compile(r"(?:async[ \t]+)?def[ \t]+(\w+)")
+
+
+def undecorated_def(src: str) -> str | None:
+    """The name of the function a block defines, when its first line of code is an undecorated
+    `def` (blank and comment lines before it); else None."""
+    for line in src.split("\n", 50):  # (leading comments are few; a block this far without code is not one)
+        code = line.strip()
+        if code and not code.startswith("#"):
+            found = _DEF.match(line)
+            return found.group(1) if found else None
+    return None
 
 
 def _whole(text: str, deep: bool) -> dict[str, Any]:

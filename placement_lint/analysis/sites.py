@@ -30,6 +30,8 @@ class SitesMixin:
         self.site_nodes.append(node)
         self.site_blocks.append(self.block_index)
         self.site_units.append(self.unit)
+        if self.lazy:
+            self.want(node, self.positions == "all" or (self.positions == "sites" and kind != "style_candidate"))
         return len(self.sites) - 1
 
     def place(self) -> tuple[int, Any]:
@@ -40,6 +42,8 @@ class SitesMixin:
 
     def relate(self, i: int, key: str, node: cst.CSTNode) -> None:
         self.related_nodes.setdefault(i, []).append((key, node, self.place()))
+        if self.lazy:
+            self.want(node, self.site_blocks[i] != self.block_index)  # (another block's site: its table is needed)
 
     def note(self, exits: frozenset, key: str, node: cst.CSTNode, why: str) -> None:
         for i in exits:
@@ -233,6 +237,9 @@ class SitesMixin:
 
         def ask(b: int, unit, node: cst.CSTNode, fill) -> None:
             """fill(range, line offset, column offset) once the table of block b / unit is made."""
+            if id(node) in self.node_pos:  # positioned when its (lazily parsed) block was done
+                fill(self.node_pos[id(node)], self.blocks[b][0] - 1, 0)
+                return
             if unit is not None:
                 # one method, code-generated on its own: dedented by its class indent, and its
                 # leading blank/comment lines come first

@@ -31,7 +31,7 @@ class StatementsMixin:
             for dec in stmt.decorators:
                 self.expr(dec.decorator, scope)
             scope.env[stmt.name.value] = V(kind="function")
-            self._deferred.append((self.block_index, stmt, scope, symbol, None, guard))
+            self.defer((self.block_index, stmt, scope, symbol, None, guard))
         elif isinstance(stmt, cst.ClassDef):
             self.class_def(stmt, scope)
         elif isinstance(stmt, cst.If):

@@ -68,6 +68,8 @@ class SummariesMixin:
             if len(items) < MAX_EVIDENCE and why not in items:
                 items.append(why)
                 self.slot_nodes.setdefault(s, []).append((key, node, self.place()))
+                if self.lazy and key in CITED:
+                    self.want(node, self.positions != "none")
 
     def record_call(self, node: cst.Call, scope: Scope, operands: list[tuple[int | str, V]]) -> None:
         """A call the analyzer cannot see into receives exits' local tensors or parameters: keep
