@@ -27,6 +27,17 @@ class LazyMismatch(Exception):
     """A lazy block is not the one undecorated def its first line announced: analyse eagerly."""
 
 
+class Placed:
+    """What stands for a node of a dropped block in the analyzer's records (site nodes, evidence):
+    its range in the block, or None where the facts will not ask. Being no node, it is never
+    `is` one: identity tests on nodes keep their meaning."""
+
+    __slots__ = ("range",)
+
+    def __init__(self, where: tuple[int, int, int, int] | None):
+        self.range = where
+
+
 class LazyMixin:
     """Mixin of FileAnalyzer (placement_lint.analyzer)."""
 
@@ -34,9 +45,8 @@ class LazyMixin:
         self.lazy = lazy
         self.parse_block = parse
         self.pending: dict[int, int] = {}  # lazy block -> deferred functions not yet analysed
-        self.wanted: dict[int, list[cst.CSTNode]] = {}  # lazy block -> nodes the facts may position
+        self.wanted: dict[int, list[tuple]] = {}  # lazy block -> where its nodes are recorded
         self.needed: set[int] = set()  # lazy blocks whose table the facts will read
-        self.node_pos: dict[int, tuple[int, int, int, int]] = {}  # id(node) -> its range in its block
 
     def defer_lazy(self, i: int, top: Scope) -> None:
         """The module-level effect of block i's undecorated def: its name bound, its body deferred."""
@@ -65,18 +75,24 @@ class LazyMixin:
         if self.pending[i]:
             return  # a nested function of the block is still to come
         start, module, members = self.blocks[i]
-        if i in self.needed and module is not None:
-            ranges = table(module)
-            for node in self.wanted.get(i, ()):
-                self.node_pos[id(node)] = ranges[node]
-        self.wanted.pop(i, None)
+        ranges = table(module) if i in self.needed and self.positions != "none" else None
+        # every record of one of its nodes now holds a Placed: nothing keeps the tree alive
+        for where in self.wanted.pop(i, ()):
+            if where[0] == "site":
+                node = self.site_nodes[where[1]]
+                self.site_nodes[where[1]] = Placed(ranges[node] if ranges is not None else None)
+            else:
+                records = (self.related_nodes if where[0] == "related" else self.slot_nodes)[where[1]]
+                key, node, place = records[where[2]]
+                records[where[2]] = (key, Placed(ranges[node] if ranges is not None else None), place)
         self.blocks[i] = (start, None, members)
 
-    def want(self, node: cst.CSTNode, needed: bool) -> None:
-        """A node of the block being analysed whose position the facts may ask for; `needed`:
-        they will (a site a rule reads, cited evidence, evidence for another block's site)."""
+    def want(self, where: tuple, needed: bool) -> None:
+        """A record (("site", index), ("related", site, n) or ("slot", slot, n)) of a node of the
+        block being analysed; `needed`: the facts will ask its position (a site a rule reads,
+        cited evidence, evidence for another block's site)."""
         i = self.block_index
-        if i in self.lazy and self.positions != "none":
-            self.wanted.setdefault(i, []).append(node)
+        if i in self.lazy:
+            self.wanted.setdefault(i, []).append(where)
             if needed:
                 self.needed.add(i)

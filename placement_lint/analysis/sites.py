@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import libcst as cst
 
 from placement_lint import api
+from placement_lint.analysis.lazy import Placed
 from placement_lint.analysis.positions import table
 from placement_lint.analysis.scopes import Scope
 from placement_lint.analysis.syntax import dotted, is_data_parallel_name, kwarg
@@ -31,7 +32,7 @@ class SitesMixin:
         self.site_blocks.append(self.block_index)
         self.site_units.append(self.unit)
         if self.lazy:
-            self.want(node, self.positions == "all" or (self.positions == "sites" and kind != "style_candidate"))
+            self.want(("site", len(self.sites) - 1), self.positions == "all" or (self.positions == "sites" and kind != "style_candidate"))
         return len(self.sites) - 1
 
     def place(self) -> tuple[int, Any]:
@@ -41,9 +42,10 @@ class SitesMixin:
         return self.block_index, self.unit
 
     def relate(self, i: int, key: str, node: cst.CSTNode) -> None:
-        self.related_nodes.setdefault(i, []).append((key, node, self.place()))
-        if self.lazy:
-            self.want(node, self.site_blocks[i] != self.block_index)  # (another block's site: its table is needed)
+        records = self.related_nodes.setdefault(i, [])
+        records.append((key, node, self.place()))
+        if self.lazy:  # (evidence for another block's site: this block's table is needed)
+            self.want(("related", i, len(records) - 1), self.site_blocks[i] != self.block_index)
 
     def note(self, exits: frozenset, key: str, node: cst.CSTNode, why: str) -> None:
         for i in exits:
@@ -237,8 +239,9 @@ class SitesMixin:
 
         def ask(b: int, unit, node: cst.CSTNode, fill) -> None:
             """fill(range, line offset, column offset) once the table of block b / unit is made."""
-            if id(node) in self.node_pos:  # positioned when its (lazily parsed) block was done
-                fill(self.node_pos[id(node)], self.blocks[b][0] - 1, 0)
+            if isinstance(node, Placed):  # positioned when its (lazily parsed) block was done
+                assert node.range is not None, "a position the lazy analysis did not expect to be asked"
+                fill(node.range, self.blocks[b][0] - 1, 0)
                 return
             if unit is not None:
                 # one method, code-generated on its own: dedented by its class indent, and its

@@ -67,9 +67,10 @@ class SummariesMixin:
             items = rec.setdefault(key, [])
             if len(items) < MAX_EVIDENCE and why not in items:
                 items.append(why)
-                self.slot_nodes.setdefault(s, []).append((key, node, self.place()))
-                if self.lazy and key in CITED:
-                    self.want(node, self.positions != "none")
+                records = self.slot_nodes.setdefault(s, [])
+                records.append((key, node, self.place()))
+                if self.lazy:
+                    self.want(("slot", s, len(records) - 1), key in CITED and self.positions != "none")
 
     def record_call(self, node: cst.Call, scope: Scope, operands: list[tuple[int | str, V]]) -> None:
         """A call the analyzer cannot see into receives exits' local tensors or parameters: keep
