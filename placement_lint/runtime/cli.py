@@ -166,6 +166,7 @@ def _confirm_runs(report, harnesses, cwd, watch, opts, work, keep_dir, reference
     from placement_lint import reporters
     from placement_lint.runtime import merge
     from placement_lint.runtime.launcher import LaunchOptions, launch
+    from placement_lint.runtime.matching import path_index
 
     base_spec = {"harnesses": list(harnesses), "cwd": cwd, "mode": "check", "watch": watch,
                  "reference_rtol": reference_rtol}
@@ -188,7 +189,7 @@ def _confirm_runs(report, harnesses, cwd, watch, opts, work, keep_dir, reference
     for res in results:
         for w in res.get("warnings", []):
             click.echo(f"placement-lint: warning: {res.get('harness')}: {w}", err=True)
-    paths = merge.path_index(report, results, cwd)
+    paths = path_index(report, results, cwd)
     merge.merge(report, results, cwd, reference=bool(ref_files), paths=paths)
     _warn_if_nothing_matched(report, results)
     _warn_if_copies_differ(paths)

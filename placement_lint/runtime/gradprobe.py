@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch.nn.modules import module as _module
 
-from placement_lint.runtime import _compat
+from placement_lint.runtime import _compat, fingerprints
 from placement_lint.runtime import monitor as _monitor
 from placement_lint.runtime._compat import DTensor, placement_kind
+from placement_lint.runtime.attribution import _is_user_file
 
 #: projections per sketch: enough to tell "equal", "k times" and "plus another path" apart
 K = 16
@@ -144,8 +145,8 @@ class GradProbe:
         def on_grad(g, _rec=rec):
             if g is None:
                 return None
-            if _monitor._SIM is not None:
-                _sim_sketch(g, _rec, _monitor._SIM)
+            if fingerprints._SIM is not None:
+                _sim_sketch(g, _rec, fingerprints._SIM)
                 return None
             if isinstance(g, DTensor):
                 local = g._local_tensor
@@ -180,7 +181,7 @@ class GradProbe:
             entry["module"] = names[rec["module"]]
             out.append(entry)
             rows.append(rec["sketch"] if isinstance(rec["sketch"], dict) else rec["sketch"].to("cpu"))
-        if rows and _monitor._SIM is not None:
+        if rows and fingerprints._SIM is not None:
             for entry, row in zip(out, rows):  # PerRank of tensors (or one tensor: every rank's)
                 entry["sketch"] = type(row)({r: t.tolist() for r, t in row.items()}) if isinstance(row, dict) else row.tolist()
         elif rows:
@@ -242,7 +243,7 @@ def module_locations(model, modules: list[str]) -> dict[str, dict]:
                 line = inspect.getsourcelines(fwd)[1] if path else 0
             except (OSError, TypeError):
                 path, line = None, 0
-            if path and _monitor._is_user_file(path):
+            if path and _is_user_file(path):
                 out[name] = {"path": path, "line": line, "class": type(mod).__name__}
                 break
     return out

@@ -7,11 +7,15 @@ hook (the ParallelStyle case: `PrepareModuleInputOutput`, `ColwiseParallel(use_l
 a project style). The returned local tensor gets a gradient hook that stores a small fingerprint
 of the gradient that reaches it. Nothing in forward or backward communicates: fingerprints stay
 on the device until `collect()`, which moves them to the host in one copy; the caller then runs
-one `all_gather_object` (see `gather`) and `verdicts.compute` decides on rank 0.
+one `all_gather_object` (see `payload.gather`) and `verdicts.compute` decides on rank 0.
 
 Provenance: tensors derived from a monitored local tensor (views, reshapes, arithmetic, a helper's
 return value) are followed with a TorchFunctionMode, so a rank slice of any of them is recorded as
 its own site at the slice's line, labelled by the local tensor it came from.
+
+Here: the wrappers, the sites and what is recorded at each call. Elsewhere: attribution.py (which
+user line and module a call belongs to), provenance.py (the TorchFunctionMode), fingerprints.py
+(what a gradient is reduced to), payload.py (what `collect()` reports, and `gather`).
 
 The monitor never changes numerics: hooks return None, fingerprints are computed under no_grad on
 detached tensors, and the only behavioural switch (`force`, used by `--verify-fix`) is explicit.
@@ -21,31 +25,18 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 import threading
 from typing import Any, Iterable
 
 import torch
-import torch.distributed as dist
-from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-import placement_lint
-from placement_lint.runtime import _compat
-from placement_lint.runtime._compat import DTensor, Replicate, placement_kind, placement_str
+from placement_lint.runtime import _compat, fingerprints, payload
+from placement_lint.runtime._compat import DTensor, placement_kind, placement_str
+from placement_lint.runtime.attribution import _code_of, _in_backward, _is_user_file, locate
+from placement_lint.runtime.fingerprints import fingerprint
+from placement_lint.runtime.provenance import _CAST_FUNCS, _LOW_DTYPES, _ProvenanceMode, _tls
 from placement_lint.runtime.site_ids import module_suffix, site_id, split_site_id
-
-#: what a site record carries into the payload
-RECORD_KEYS = ("grad", "fp", "fwd", "in_fp", "dtype", "grad_placements", "hits")
-N_SAMPLES = 48  # sampled gradient values per fingerprint: enough to see a rank's slice
-FP_HEAD = ("norm", "l1", "sum", "absmax", "hash")
-FP_LEN = len(FP_HEAD) + N_SAMPLES
-
-_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
-_PKG_DIR = os.path.dirname(os.path.abspath(placement_lint.__file__)) + os.sep
-_STDLIB_DIR = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
-_CALL_IMPL_CODE = torch.nn.Module._call_impl.__code__
-_MODULE_PY = _CALL_IMPL_CODE.co_filename
 
 _ORIG = {
     "to_local": DTensor.to_local,
@@ -55,247 +46,11 @@ _ORIG = {
 }
 
 _active: "PlacementMonitor | None" = None
-# --backend sim (sim.py) installs its adapter here while it runs: every "local" tensor is then a
-# LocalTensor holding one tensor per simulated rank, and the few places below that turn tensors
-# into numbers do it per simulated rank. None (the default) leaves every code path as it was.
-_SIM: Any = None
-_tls = threading.local()  # .busy: inside one of our wrappers (suppresses nested records)
-
-
-def _is_user_file(filename: str) -> bool:
-    if not filename or filename.startswith("<"):
-        return False
-    fn = os.path.abspath(filename)
-    if fn.startswith(_TORCH_DIR) or fn.startswith(_PKG_DIR):
-        return False
-    if fn.startswith(_STDLIB_DIR) and "-packages" + os.sep not in fn:
-        return False  # contextlib, functools... but not site-packages (torchtitan is user code)
-    return True
-
-
-def _in_backward() -> bool:
-    # from_local is called by _ToTorchTensor.backward; that is torch's plumbing, not a site.
-    node = getattr(torch._C, "_current_autograd_node", None)
-    return node is not None and node() is not None
-
-
-def _code_of(fn: Any):
-    seen = 0
-    while fn is not None and seen < 8:
-        seen += 1
-        code = getattr(fn, "__code__", None)
-        if code is not None:
-            return code
-        fn = getattr(fn, "func", None) or getattr(fn, "__func__", None) or getattr(fn, "__wrapped__", None)
-    return None
-
-
-# ---- fingerprints ----------------------------------------------------------------------------
-
-_weights_cache: dict[tuple[int, str], torch.Tensor] = {}
-_HASH_BLOCK = 1024
-
-
-def _weights(n: int, device: torch.device) -> torch.Tensor:
-    key = (n, str(device))
-    w = _weights_cache.get(key)
-    if w is None:
-        # fixed pseudo-random weights in [-1, 1]: a position-sensitive checksum
-        w = torch.sin(torch.arange(n, dtype=torch.float32, device=device) * 12.9898 + 0.5)
-        _weights_cache[key] = w
-    return w
-
-
-def _sample_index(n: int, device: torch.device) -> torch.Tensor:
-    key = (-n, str(device))
-    idx = _weights_cache.get(key)
-    if idx is None:
-        if n <= N_SAMPLES:
-            idx = torch.arange(n, device=device)
-        else:
-            # multiplicative hashing spreads samples over rows *and* columns, so a column slice
-            # (x[:, r*n:(r+1)*n]) is seen as well as a row slice
-            idx = torch.tensor([(k * 2654435761 + 97) % n for k in range(N_SAMPLES)], device=device)
-        _weights_cache[key] = idx
-    return idx
-
-
-def fingerprint(t: torch.Tensor) -> torch.Tensor:
-    """A FP_LEN float64 vector on t's device: norm, l1, sum, absmax, checksum, sampled values.
-
-    No host sync, no collective: safe inside a backward hook. Under --backend sim, one vector per
-    simulated rank (a LocalTensor of them).
-    """
-    if _SIM is not None:
-        return _SIM.fingerprint(t, _fingerprint)
-    return _fingerprint(t)
-
-
-@torch.no_grad()
-def _fingerprint(t: torch.Tensor) -> torch.Tensor:
-    flat = t.detach().reshape(-1)
-    n = flat.numel()
-    dev = flat.device
-    out = torch.zeros(FP_LEN, dtype=torch.float64, device=dev)
-    if n == 0:
-        return out
-    f = flat.float() if flat.dtype not in (torch.float32, torch.float64) else flat
-    f = f.to(torch.float64) if f.dtype == torch.float64 else f
-    out[0] = torch.linalg.vector_norm(f)
-    out[1] = f.abs().sum()
-    out[2] = f.sum()
-    out[3] = f.abs().max()
-    m = (n // _HASH_BLOCK) * _HASH_BLOCK
-    h = torch.zeros((), dtype=f.dtype, device=dev)
-    wb = _weights(_HASH_BLOCK, dev).to(f.dtype)
-    if m:
-        rows = f[:m].view(-1, _HASH_BLOCK) @ wb
-        h = h + (rows * _weights(rows.numel(), dev).to(f.dtype).flip(0)).sum()
-    if n > m:
-        h = h + (f[m:] * wb[: n - m]).sum() * 0.5
-    out[4] = h
-    idx = _sample_index(n, dev)
-    out[5 : 5 + idx.numel()] = f[idx].to(torch.float64)
-    return out
-
-
-# ---- provenance ------------------------------------------------------------------------------
-
-def _slice_funcs() -> set:
-    T = torch.Tensor
-    names = ["__getitem__", "narrow", "chunk", "split", "tensor_split", "unbind", "index_select", "select"]
-    out = set()
-    for n in names:
-        for owner in (T, torch):
-            fn = getattr(owner, n, None)
-            if fn is not None:
-                out.add(fn)
-    return out
-
-
-_SLICE_FUNCS = _slice_funcs()
-_SLICE_NAMES = {getattr(f, "__name__", str(f)) for f in _SLICE_FUNCS}
-
-
-def _low_precision_funcs() -> tuple[set, set]:
-    """(matmul-like ops, casts): where a model's compute precision is decided."""
-    F = torch.nn.functional
-    mm = set()
-    for holder, names in ((torch, ("matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "einsum",
-                                   "_grouped_mm", "_scaled_grouped_mm", "conv1d", "conv2d")),
-                          (torch.Tensor, ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm")),
-                          (F, ("linear", "scaled_dot_product_attention", "conv1d", "conv2d"))):
-        for n in names:
-            f = getattr(holder, n, None)
-            if f is not None:
-                mm.add(f)
-    casts = {f for f in (getattr(torch.Tensor, n, None) for n in ("to", "type", "bfloat16", "half"))
-             if f is not None}
-    return mm, casts
-
-
-_MATMUL_FUNCS, _CAST_FUNCS = _low_precision_funcs()
-_LOW_PRECISION_FUNCS = _MATMUL_FUNCS | _CAST_FUNCS
-_LOW_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
-for _n in ("float8_e4m3fn", "float8_e5m2"):
-    if hasattr(torch, _n):
-        _LOW_DTYPES[getattr(torch, _n)] = _n
-
-
-class _ProvenanceMode(TorchFunctionMode):
-    """Follows tensors derived from monitored local tensors; records slices of them."""
-
-    def __init__(self, monitor: "PlacementMonitor"):
-        super().__init__()
-        self.m = monitor
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        m = self.m
-        if m._force_slices and func in _SLICE_FUNCS and args and isinstance(args[0], torch.Tensor):
-            f = sys._getframe(1)
-            if (os.path.abspath(f.f_code.co_filename), f.f_lineno) in m._force_slices and args[0].requires_grad:
-                # --verify-fix for a hand slice of a replicated tensor: sum its gradient over the
-                # ranks, which is what redistribute(Shard(d))'s backward (an all-gather) amounts to
-                args = (_SumGradOverWorld.apply(args[0]),) + tuple(args[1:])
-                m.forced_calls += 1
-        out = func(*args, **kwargs)
-        if func in _LOW_PRECISION_FUNCS:
-            m._note_precision(func, args, out)
-        if not m._tracked and not (m._watch and func in _SLICE_FUNCS):
-            return out  # fast path: nothing derived from a local tensor is alive
-        if getattr(_tls, "busy", False):
-            return out
-        root = None
-        src = None
-        for a in _iter_tensors(args, kwargs):
-            r = m._tracked.get(a)
-            if r is not None:
-                src = a
-                # prefer a root whose label is not all-Shard: that is the one a slice can break
-                if root is None or (root.label_sharded_only and not r.label_sharded_only):
-                    root = r
-        if func in _SLICE_FUNCS and args and isinstance(args[0], torch.Tensor):
-            base = args[0]
-            if root is not None and src is not base:
-                root = m._tracked.get(base, root)
-            m._record_slice(func, base, root, sys._getframe(1))
-        if root is None:
-            return out
-        if isinstance(out, torch.Tensor):
-            self._track(out, root)
-        elif isinstance(out, (tuple, list)):
-            for o in out:
-                if isinstance(o, torch.Tensor):
-                    self._track(o, root)
-        return out
-
-    def _track(self, t: torch.Tensor, root: "_Site") -> None:
-        if isinstance(t, DTensor) or not t.requires_grad or not t.is_floating_point():
-            return  # back in the DTensor world, or no gradient to follow
-        self.m._tracked[t] = root
-
-
-class _SumGradOverWorld(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        g = g.contiguous().clone()
-        if dist.is_initialized():
-            dist.all_reduce(g)
-        return g
-
-
-def _iter_tensors(args, kwargs):
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            yield a
-        elif isinstance(a, (list, tuple)):
-            for b in a:
-                if isinstance(b, torch.Tensor):
-                    yield b
-    for a in kwargs.values():
-        if isinstance(a, torch.Tensor):
-            yield a
 
 
 # ---- sites -----------------------------------------------------------------------------------
 
 _UNSET = object()
-
-
-def module_names(model: Any) -> dict[int, str]:
-    """id(module) -> its fully qualified name in `model` (the first, if it is reachable twice)."""
-    names: dict[int, str] = {}
-    named = getattr(model, "named_modules", None)
-    if named is None:
-        return names
-    for name, mod in named():
-        names.setdefault(id(mod), name)
-    return names
 
 
 class _Site:
@@ -397,114 +152,18 @@ class PlacementMonitor:
             self._tracked[new] = root
 
     # -- attribution -------------------------------------------------------------------------
-    def _locate(self, frame) -> tuple[str, int, str, str, str, str, Any]:
-        """(path, line, function, module_path, hook_kind, torch_frame, outermost module) for the
-        current call; module_path is relative to the outermost module being called."""
-        user = None
-        torch_frame = ""
-        chain: list[Any] = []  # modules being called, innermost first
-        hook = ""
-        prev_code = None
-        hook_caller = None  # code object called by Module._call_impl (or its nested `inner`)
-        f = frame
-        while f is not None:
-            code = f.f_code
-            if code.co_filename == _MODULE_PY and code.co_name == "inner" and hook_caller is None:
-                # torch >= 2.x runs hooks from a closure nested in _call_impl
-                hook_caller = prev_code
-            if code is _CALL_IMPL_CODE:
-                mod = f.f_locals.get("self")
-                if mod is not None:
-                    if not chain:
-                        # the innermost module call: did it reach us through a hook or forward?
-                        hook = self._hook_kind(mod, hook_caller or prev_code)
-                    chain.append(mod)
-            elif user is None:
-                fn = code.co_filename
-                if _is_user_file(fn):
-                    user = (os.path.abspath(fn), f.f_lineno, code.co_qualname if hasattr(code, "co_qualname") else code.co_name)
-                elif not torch_frame and os.path.abspath(fn).startswith(_TORCH_DIR):
-                    torch_frame = f"{os.path.relpath(os.path.abspath(fn), os.path.dirname(_TORCH_DIR.rstrip(os.sep)))}:{f.f_lineno} {code.co_name}"
-            prev_code = code
-            f = f.f_back
-        if user is None:
-            user = ("<torch>", 0, "")
-        module = self._module_path(chain)
-        return user[0], user[1], user[2], module, hook, torch_frame, (chain[-1] if chain else None)
-
-    @staticmethod
-    def _hook_kind(mod, called_code) -> str:
-        """Which part of the module call invoked us: 'pre' hook, 'post' hook or 'forward'."""
-        if called_code is None:
-            return ""
-        fwd = _code_of(getattr(type(mod), "forward", None))
-        if called_code is fwd:
-            return "forward"
-        for h in getattr(mod, "_forward_pre_hooks", {}).values():
-            if _code_of(h) is called_code:
-                return "pre"
-        for h in getattr(mod, "_forward_hooks", {}).values():
-            if _code_of(h) is called_code:
-                return "post"
-        try:
-            from torch.nn.modules import module as _m
-
-            for h in _m._global_forward_pre_hooks.values():
-                if _code_of(h) is called_code:
-                    return "pre"
-            for h in _m._global_forward_hooks.values():
-                if _code_of(h) is called_code:
-                    return "post"
-        except (ImportError, AttributeError):
-            pass
-        name = called_code.co_name
-        if "input" in name or name.startswith("pre"):
-            return "pre"
-        if "output" in name or "out" in name:
-            return "post"
-        return "forward"
-
-    def _module_path(self, chain: list[Any]) -> str:
-        if not chain:
-            return ""
-        # names relative to the outermost module being called (the model the harness runs):
-        # stable across ranks, unlike object ids, so it can be part of a site id
-        parts = [self._child_name(parent, child) for child, parent in zip(chain, chain[1:])]
-        parts.reverse()
-        return ".".join(parts)
-
-    def _child_name(self, parent, child) -> str:
-        key = (id(parent), id(child))
-        hit = self._name_cache.get(key)
-        if hit is not None and hit[0] is parent and hit[1] is child:
-            return hit[2]
-        name = ""
-        for n, m in getattr(parent, "_modules", {}).items():
-            if m is child:
-                name = n
-                break
-        if not name:
-            for n, m in parent.named_modules():
-                if m is child and n:
-                    name = n
-                    break
-        if not name:
-            name = f"<{type(child).__name__}>"
-        self._name_cache[key] = (parent, child, name)  # holds refs: ids cannot be reused
-        return name
-
     def _mesh_info(self, mesh) -> dict:
         hit = self._mesh_cache.get(id(mesh))
         if hit is not None and hit[0] is mesh:
             return hit[1]
         coord = mesh.get_coordinate()
-        if _SIM is not None:
-            coord = _SIM.coord(coord)  # one coordinate per simulated rank
+        if fingerprints._SIM is not None:
+            coord = fingerprints._SIM.coord(coord)  # one coordinate per simulated rank
         info = {
             "shape": list(mesh.mesh.shape),
             "dim_names": list(mesh.mesh_dim_names) if getattr(mesh, "mesh_dim_names", None) else None,
             "layout": mesh.mesh.tolist(),
-            "coord": [int(c) for c in coord] if coord is not None and _SIM is None else coord,
+            "coord": [int(c) for c in coord] if coord is not None and fingerprints._SIM is None else coord,
         }
         self._mesh_cache[id(mesh)] = (mesh, info)
         return info
@@ -517,7 +176,7 @@ class PlacementMonitor:
         torch (Tensor.backward on a DTensor loss, redistribute internals, optimizers, checkpoint
         loading) is torch's own and correct by construction.
         """
-        path, line, func, module, hook, torch_frame, outer = self._locate(frame)
+        path, line, func, module, hook, torch_frame, outer = locate(frame, self._name_cache)
         lm = ""
         if not _is_user_file(frame.f_code.co_filename):
             if frame.f_code.co_name == "_local_map_wrapped":
@@ -536,7 +195,7 @@ class PlacementMonitor:
             elif hook not in ("pre", "post"):
                 return None
         # keyed by the outermost module object too: collect() turns the pair into the module's
-        # fully qualified name in the model the harness returns (see `fqn_sites`)
+        # fully qualified name in the model the harness returns (see `payload.fqn_sites`)
         okey = f"{id(outer)}/" if outer is not None else ""
         sid = site_id(api, path, line, okey + module, hook, lm)
         site = self.sites.get(sid)
@@ -730,245 +389,14 @@ class PlacementMonitor:
             self._attach_grad_hook(site, base, record)
 
     # -- report ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _param_entry(self, p, ref, with_reference: bool) -> dict | None:
-        """Fingerprint one parameter's gradient. Collective for Partial grads and references:
-        callers run it on every rank over the same parameter list."""
-        g = p.grad
-        if isinstance(p, DTensor):
-            entry: dict = {
-                "dtensor": True,
-                "placements": [placement_kind(x) for x in p.placements],
-                "placement_strs": [placement_str(x) for x in p.placements],
-                "mesh": self._mesh_info(p.device_mesh),
-                "dtype": str(p.dtype).replace("torch.", ""),
-                "grad": g is not None,
-            }
-            if g is None:
-                return entry
-            if isinstance(g, DTensor):
-                kinds = [placement_kind(x) for x in g.placements]
-                entry["grad_placements_raw"] = kinds
-                if "P" in kinds:
-                    # torch may leave a replicated parameter's grad Partial (pending reduction);
-                    # compare what the optimizer would see once it is reduced
-                    g = g.redistribute(g.device_mesh, [Replicate() if x.is_partial() else x for x in g.placements])
-                entry["grad_placements"] = [placement_kind(x) for x in g.placements]
-                local = g._local_tensor
-            else:
-                entry["grad_placements"] = entry["placements"]
-                local = g
-            entry["fp"] = fingerprint(local)
-            if "S" in entry["placements"]:
-                # the shard's values: identical shards across ranks (DTensor random init on a CPU
-                # mesh) make rank-dependent gradients coincide, and the cross-rank test blind
-                entry["value"] = fingerprint(p._local_tensor)
-            if with_reference:
-                full = g.full_tensor() if isinstance(g, DTensor) else g
-                entry["ref"] = _ref_stats(full, ref)
-            return entry
-        # plain parameter: replicas are the ranks holding the same values (a broadcast-initialised
-        # Linear); per-rank experts hold different values and are never compared
-        entry = {"dtensor": False, "placements": [], "placement_strs": [],
-                 "dtype": str(p.dtype).replace("torch.", ""), "grad": g is not None,
-                 "value": fingerprint(p)}
-        if g is not None:
-            entry["fp"] = fingerprint(g)
-            if with_reference and ref is not None and tuple(ref.shape) == tuple(g.shape):
-                entry["ref"] = _ref_stats(g, ref)
-        return entry
-
-    @staticmethod
-    def _records(site: _Site) -> list[dict]:
-        return [{k: v for k, v in rec.items() if k in RECORD_KEYS} for rec in site.records]
-
     def fqn_sites(self, model: Any) -> dict[str, tuple[str, str]]:
-        """site id -> (id, module) with the module named by its fully qualified name in `model`
-        (the module the harness returned), whatever module the harness called: a site inside
-        `layers.0.moe` is `layers.0.moe.router.gate` even when the harness ran
-        `model.layers["0"].moe(x)`. A module outside `model` keeps its name relative to the
-        outermost module that ran."""
-        names = module_names(model) if model is not None else {}
-        out: dict[str, tuple[str, str]] = {}
-        for site in self.sites.values():
-            module = site.module
-            if site.outer is not None and id(site.outer) in names:
-                prefix = names[id(site.outer)]
-                module = ".".join(p for p in (prefix, module) if p)
-            out[site.id] = (site_id(site.api, site.path, site.line, module, site.hook, site.local_map), module)
-        return out
+        """site id -> (id, module), the module named in `model`: see payload.fqn_sites."""
+        return payload.fqn_sites(self, model)
 
     def collect(self, model: torch.nn.Module | None = None, *, reference: dict | None = None) -> dict:
-        """This rank's payload (plain Python, picklable). One device->host copy.
-
-        With `reference` (param name -> full gradient from the one-rank run) this issues one
-        `full_tensor()` per DTensor parameter, on every rank in the same order: call it on all
-        ranks. Without it, collect() is communication-free.
-        """
-        fps: list[torch.Tensor] = []
-        slots: list[tuple[dict, str]] = []
-        for site in self.sites.values():
-            for rec in site.records:
-                for key in ("fp", "fwd", "in_fp"):
-                    if isinstance(rec.get(key), torch.Tensor):
-                        slots.append((rec, key))
-                        fps.append(rec[key].to("cpu"))
-        params: dict[str, dict] = {}
-        names_by_id: dict[int, str] = {}
-        if model is not None:
-            for name, p in model.named_parameters():
-                names_by_id.setdefault(id(p), name)
-                entry = self._param_entry(p, reference.get(name) if reference is not None else None,
-                                          reference is not None)
-                if entry is None:
-                    continue
-                for key in ("fp", "value"):
-                    if isinstance(entry.get(key), torch.Tensor):
-                        slots.append((entry, key))
-                        fps.append(entry[key].to("cpu"))
-                params[name] = entry
-        if fps:
-            host = _SIM.host_rows(fps) if _SIM is not None else torch.stack(fps).tolist()
-            for (holder, key), vals in zip(slots, host):
-                holder[key] = vals
-        final = self.fqn_sites(model)
-        sites = []
-        merged: dict[str, dict] = {}
-        for site in self.sites.values():
-            fid, fmodule = final[site.id]
-            if fid in merged:
-                # the same site reached through two outer modules (the harness called a submodule
-                # directly, then the model): one site under its fully qualified name
-                prev = merged[fid]
-                prev["calls"] += site.calls
-                prev["records"] += self._records(site)
-                prev["params"] = sorted(set(prev["params"]) | {names_by_id[i] for i in site.param_ids if i in names_by_id})
-                continue
-            entry = {
-                "id": fid,
-                "api": site.api,
-                "path": site.path,
-                "line": site.line,
-                "function": site.function,
-                "module": fmodule,
-                "hook": site.hook,
-                "torch_frame": site.torch_frame,
-                "calls": site.calls,
-                "forward": site.forward,
-                "declared": site.declared,
-                "effective": site.effective,
-                "mesh": site.mesh,
-                "dtype": site.dtype,
-                "root": final[site.root.id][0] if site.root is not None else None,
-                "root_effective": site.root.effective if site.root is not None else None,
-                "slice_op": site.slice_op,
-                "local_map": site.local_map,
-                "params": sorted(names_by_id[i] for i in site.param_ids if i in names_by_id),
-                "records": self._records(site),
-            }
-            merged[fid] = entry
-            sites.append(entry)
-        return {
-            "rank": dist.get_rank() if dist.is_initialized() else 0,
-            "world_size": dist.get_world_size() if dist.is_initialized() else 1,
-            "torch": _compat.TORCH_VERSION,
-            "sites": sites,
-            "params": params,
-            "forced_calls": self.forced_calls,
-            "low_precision": sorted(self.low_precision),
-        }
-
-
-def param_location(model: torch.nn.Module, name: str) -> dict:
-    """Where a parameter is defined: the `self.<attr> =` line in the nearest user-defined
-    module's __init__ (walking up from torch's own modules such as nn.Linear)."""
-    import inspect
-    import re
-
-    parts = name.split(".")
-    chain = [model]
-    for p in parts[:-1]:
-        chain.append(getattr(chain[-1], p, None) if chain[-1] is not None else None)
-    attrs = parts[-1:]
-    for depth in range(len(chain) - 1, -1, -1):
-        mod = chain[depth]
-        attr = attrs[0]
-        if mod is None:
-            break
-        cls = type(mod)
-        try:
-            src_file = inspect.getsourcefile(cls)
-        except TypeError:
-            src_file = None
-        if src_file and _is_user_file(src_file):
-            try:
-                lines, start = inspect.getsourcelines(cls)
-            except (OSError, TypeError):
-                lines, start = [], 1
-            pat = re.compile(rf"self\.{re.escape(attr)}\s*(:[^=]*)?=(?!=)")
-            for i, text in enumerate(lines):
-                if pat.search(text):
-                    return {"path": os.path.abspath(src_file), "line": start + i}
-            return {"path": os.path.abspath(src_file), "line": start}
-        if depth > 0:
-            attrs = [parts[depth - 1]]
-    return {}
-
-
-def _ref_stats(full: torch.Tensor, ref: torch.Tensor | None) -> dict:
-    """How a parameter's gradient compares with the one-rank reference's (one host copy):
-    rel_diff, the largest difference relative to the reference's abs-max (None: no reference
-    gradient); scale, [s, cos] with full ~= s * ref at cosine similarity cos (a gradient off by
-    one factor on every rank, each rank keeping 1/k of it under a Replicate label, has cos ~ 1
-    and s ~ 1/k; None where undefined)."""
-    if ref is None:
-        return {"rel_diff": None, "scale": None}
-    if _SIM is not None:
-        return _SIM.per_rank(full, lambda x: _ref_stats_plain(x, ref))
-    return _ref_stats_plain(full, ref)
-
-
-def _ref_stats_plain(full: torch.Tensor, ref: torch.Tensor) -> dict:
-    a = full.detach().to("cpu", torch.float64)
-    b = ref.detach().to("cpu", torch.float64)
-    if a.shape != b.shape:
-        return {"rel_diff": float("inf"), "scale": None}
-    if not a.numel():
-        return {"rel_diff": 0.0, "scale": None}
-    rel = float((a - b).abs().max()) / max(float(b.abs().max()), 1e-30)
-    a, b = a.reshape(-1), b.reshape(-1)
-    aa, bb, ab = float(a @ a), float(b @ b), float(a @ b)
-    scale = None if bb <= 1e-300 or aa <= 1e-300 else [ab / bb, ab / (aa ** 0.5 * bb ** 0.5)]
-    return {"rel_diff": rel, "scale": scale}
-
-
-def gather(payload: dict) -> list[dict]:
-    """The one exchange of a check: every rank's payload, on every rank.
-
-    all_gather_object would do, but it needs numpy to decode; this is the same two collectives
-    (sizes, then padded bytes) without it. On NCCL the buffers live on the current device.
-    """
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return [payload]
-    import pickle
-
-    world = dist.get_world_size()
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(dev)
-    size = torch.tensor([buf.numel()], dtype=torch.int64, device=dev)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    n = max(int(s.item()) for s in sizes)
-    padded = torch.zeros(n, dtype=torch.uint8, device=dev)
-    padded[: buf.numel()] = buf
-    outs = [torch.empty(n, dtype=torch.uint8, device=dev) for _ in range(world)]
-    dist.all_gather(outs, padded)
-    result = []
-    for o, s in zip(outs, sizes):
-        raw = bytes(o[: int(s.item())].cpu().tolist())
-        result.append(pickle.loads(raw))
-    return result
+        """This rank's payload (see payload.collect). With `reference` it is collective: call it
+        on all ranks."""
+        return payload.collect(self, model, reference=reference)
 
 
 # ---- the wrappers ----------------------------------------------------------------------------

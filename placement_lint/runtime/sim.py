@@ -8,8 +8,8 @@ the per-rank tensors (an all-reduce sums them). DTensor code runs unchanged on t
 What the check needs on top of that, and what this module provides:
 
 * **Per-rank fingerprints.** The monitor's backward hooks receive a LocalTensor gradient. The
-  adapter installed as `monitor._SIM` fingerprints each rank's tensor separately (with Python
-  dispatch off, so those are plain tensor ops) and keeps the result as a LocalTensor of
+  adapter installed as `fingerprints._SIM` fingerprints each rank's tensor separately (with
+  Python dispatch off, so those are plain tensor ops) and keeps the result as a LocalTensor of
   fingerprints; `collect()` turns it into one list per rank (`PerRank`). Mesh coordinates
   (per-rank SymInts under the mode) and reference differences are handled the same way.
 * **No collective at report time.** The payload is split into N per-rank payloads
@@ -115,7 +115,7 @@ def unsupported_reason() -> str:
 # ---- the monitor's adapter -------------------------------------------------------------------
 
 class _Adapter:
-    """Installed as `monitor._SIM` during a sim run: per-rank numbers from LocalTensors."""
+    """Installed as `fingerprints._SIM` during a sim run: per-rank numbers from LocalTensors."""
 
     def __init__(self, api: SimpleNamespace, world: int):
         self.api = api
@@ -259,7 +259,7 @@ class _RankGuard:
         self._saved: list[tuple[Any, str, Any]] = []
 
     def _hit(self, what: str, frame) -> None:
-        from placement_lint.runtime.monitor import _is_user_file
+        from placement_lint.runtime.attribution import _is_user_file
 
         if frame is None or not _is_user_file(frame.f_code.co_filename):
             return
@@ -378,7 +378,7 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
     import torch
 
     from placement_lint.runtime import _compat
-    from placement_lint.runtime import monitor as monitor_mod
+    from placement_lint.runtime import fingerprints
     from placement_lint.runtime.harness import load_harness
     from placement_lint.runtime.verdicts import compute
     from placement_lint.runtime.worker import _count_compile, finish_check, monitor_for, probe_for, probe_path
@@ -410,7 +410,7 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
         compile_mode = ""
         if record_fn is not None:
             record_fn(False)  # as torch's own local-tensor tests run
-        monitor_mod._SIM = adapter
+        fingerprints._SIM = adapter
         try:
             with guard, api.LocalTensorMode(world), _same_draws_mode(api):
                 if mode == "check":
@@ -433,7 +433,7 @@ def _run_simulated(spec: dict, api: SimpleNamespace, world: int, progress, curre
                 return guard.message()
             raise
         finally:
-            monitor_mod._SIM = None
+            fingerprints._SIM = None
             ctx.guard = None
             if record_fn is not None:
                 record_fn(True)

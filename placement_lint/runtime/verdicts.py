@@ -15,7 +15,7 @@ from typing import Any
 
 from placement_lint.runtime.site_ids import split_site_id
 
-N_HEAD = 5  # norm, l1, sum, absmax, hash (see monitor.FP_HEAD)
+N_HEAD = 5  # norm, l1, sum, absmax, hash (see fingerprints.FP_HEAD)
 
 # Ranks that computed the same gradient produce bit-identical fingerprints; the tolerance only has
 # to absorb reductions that ran in a different order (NCCL/gloo all-reduce trees), which is

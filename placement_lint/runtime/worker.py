@@ -116,7 +116,7 @@ def finish_check(res: dict, spec: dict, model, *, harness: str, backend: str, t0
 
     require_module(model, harness)  # --backend sim arrives here without worker.run's check
     if isinstance(model, torch.nn.Module):
-        from placement_lint.runtime.monitor import param_location
+        from placement_lint.runtime.attribution import param_location
 
         for p in res["params"]:
             if p.get("status") == "diverging" or p.get("matches_reference") is False:
@@ -189,7 +189,7 @@ def run(spec: dict) -> int:
 
         from placement_lint.runtime import _compat
         from placement_lint.runtime.harness import HarnessContext, load_harness, require_module
-        from placement_lint.runtime.monitor import gather
+        from placement_lint.runtime.payload import gather
         from placement_lint.runtime.verdicts import compute
 
         backend = spec["backend"]
