@@ -479,3 +479,26 @@ def test_fixture_mutants_never_crash_the_analyzer(tmp_path):
         except Exception as exc:  # pragma: no cover - reported with the program that did it
             raise AssertionError(f"{type(exc).__name__}: {exc} on a mutant of {path}:\n{text}") from exc
     assert valid >= CI_MUTANTS * 0.8  # mostly valid programs: the analysis, not just the parser, runs
+
+
+# -- crashes the long run found (bench/fuzz_long.py; docs/reliability.md) --------------------------
+
+#: string literals LibCST parses but Python rejects; the analyzer read their values with LibCST's
+#: `evaluated_value` (ast.literal_eval), which raised: a plan key, a plan subscript, an env var
+REJECTED_LITERALS = ['"moe.\0router"', r'"\N{NO SUCH CHARACTER}"', 'b"caf\u00e9"', r'"\N{LATIN SMALL LETTER A"']
+LITERAL_SHAPES = (
+    "plan = {{{lit}: RowwiseParallel(use_local_output=True)}}\nparallelize_module(m, mesh, plan)\n",
+    "plan = {{}}\nstyle = KeepLocal()\nplan[{lit}] = style\n",  # a project style stored at a key
+    "r = int(os.environ.get({lit}, 0))\ny = x.to_local()[r]\n",
+)
+
+
+@pytest.mark.parametrize("shape", LITERAL_SHAPES)
+@pytest.mark.parametrize("lit", REJECTED_LITERALS)
+def test_string_literal_python_rejects(shape, lit, tmp_path, monkeypatch):
+    src = ("import os\nfrom torch.distributed.tensor.parallel import RowwiseParallel, parallelize_module\n"
+           "from mypkg.styles import KeepLocal\n\n\n"
+           "def f(m, mesh, x):\n" + "".join("    " + ln for ln in shape.format(lit=lit).splitlines(keepends=True)))
+    check_facts(src)
+    monkeypatch.chdir(tmp_path)
+    placement_lint.lint_source(src, "plan.py", use_cache=False, min_confidence="low")

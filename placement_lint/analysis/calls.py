@@ -9,7 +9,7 @@ import libcst as cst
 
 from placement_lint import api
 from placement_lint.analysis.scopes import Scope
-from placement_lint.analysis.syntax import dotted, is_self, kwarg
+from placement_lint.analysis.syntax import dotted, is_self, kwarg, string_value
 from placement_lint.analysis.values import in_package, ANY, UNKNOWN, V, combine, is_torch_name, placements_of
 
 
@@ -207,7 +207,7 @@ class CallsMixin:
             return V(kind="int", rank=self.rank_kind(receiver, *(a.value for a in node.args)))
         if method == "get" and recv.kind == "unknown" and args:
             first = node.args[0].value
-            if isinstance(first, cst.SimpleString) and first.evaluated_value in api.RANK_ENV_VARS:
+            if string_value(first) in api.RANK_ENV_VARS:
                 return V(kind="int", rank="call")
         if method in api.METADATA_METHODS:
             return V(kind="int" if method != "tolist" else "list")

@@ -8,7 +8,7 @@ import libcst as cst
 
 from placement_lint import api
 from placement_lint.analysis.scopes import Scope
-from placement_lint.analysis.syntax import dotted, is_int_name, is_self
+from placement_lint.analysis.syntax import dotted, is_int_name, is_self, string_value
 from placement_lint.analysis.values import ANY, NONE, UNKNOWN, V, capped, combine, is_torch_name, join
 
 
@@ -80,7 +80,7 @@ class ExpressionsMixin:
                     key = el.key
                     prev, prev_elem = self._plan_key, self._plan_elem
                     if isinstance(key, cst.SimpleString):
-                        self._plan_key = key.evaluated_value if isinstance(key.evaluated_value, str) else None
+                        self._plan_key = string_value(key)
                         self._plan_elem = el
                     self.expr(key, scope)
                     v = self.expr(el.value, scope)

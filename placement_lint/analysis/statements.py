@@ -9,7 +9,7 @@ import libcst as cst
 
 from placement_lint import api
 from placement_lint.analysis.scopes import ClassInfo, Scope
-from placement_lint.analysis.syntax import dotted, is_data_parallel_name, is_int_name, is_self, module_ref
+from placement_lint.analysis.syntax import dotted, is_data_parallel_name, is_int_name, is_self, module_ref, string_value
 from placement_lint.analysis.values import UNKNOWN, V, capped, combine, is_torch_name, join
 
 
@@ -294,7 +294,7 @@ class StatementsMixin:
             if v.styles and isinstance(key, cst.Index) and isinstance(key.value, cst.SimpleString):
                 # `plan["moe.router.gate"] = style`: the style is applied at this entry
                 prev = self._plan_key
-                self._plan_key = key.value.evaluated_value if isinstance(key.value.evaluated_value, str) else None
+                self._plan_key = string_value(key.value)
                 if self._plan_key is not None:
                     self.apply_styles(v, target, scope)
                 self._plan_key = prev

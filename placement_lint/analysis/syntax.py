@@ -4,6 +4,7 @@ nothing (api.py holds the name tables)."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import libcst as cst
 
@@ -17,6 +18,21 @@ def dotted(node: cst.BaseExpression) -> str | None:
         base = dotted(node.value)
         return f"{base}.{node.attr.value}" if base else None
     return None
+
+
+def string_value(node: cst.BaseExpression) -> str | None:
+    """The value of a str literal, or None (not a plain string literal, a bytes literal, or one
+    Python rejects: LibCST parses a NUL byte or an unknown `\\N{...}` in a string, and its
+    `evaluated_value` then raises from ast.literal_eval)."""
+    if not isinstance(node, cst.SimpleString):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an invalid escape warns; -W error would make it raise
+            value = node.evaluated_value
+    except (SyntaxError, ValueError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def module_ref(node: cst.BaseExpression | None) -> str:
