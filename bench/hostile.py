@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/hostile.py                 # the scaling and deep-code tables (~2 min)
     .venv/bin/python bench/hostile.py --sizes 1,2,4   # dense and long-function files of these MB
-    .venv/bin/python bench/hostile.py --big 20        # also the 20 MB dense file (minutes)
+    .venv/bin/python bench/hostile.py --big 20        # also 20 MB dense and quiet files (~15 min)
     .venv/bin/python bench/hostile.py --profile dense:2 [--mode positions]   # cProfile, in process
 
 Every row is one fresh `placement-lint --no-cache` process (`-j 1`: one file is one worker's
@@ -13,6 +13,8 @@ invocation: copies of fixtures/tp_expert_matmul.py (DTP101 each) totalling the s
 Shapes:
 - dense: many small functions dense with `to_local()`, each a DTP101 (every block parsed, every
   site positioned in phase three);
+- quiet: many small functions whose bare `to_local()`s are only low-confidence DTP101s (at
+  the default threshold the file is analysed once; with --min-confidence low, positioned too);
 - long: one function of N lines, each a `to_local()` feeding the next (exits accumulate);
 - deep: the fixture with its line 34 nested (calls, lists, chained calls, `+`, conditional
   expressions...) near the depth guard's limits, and past them (DTP000).
@@ -43,6 +45,19 @@ def dense(size: int) -> str:
     while total < size:
         part = (f"def f{i}(x, w, mesh):\n    h = x.to_local()\n    y = h @ w.to_local()\n"
                 f"    z = DTensor.from_local(y, mesh, [Shard(0)])\n    return z.to_local() + h\n\n\n")
+        parts.append(part)
+        total += len(part)
+        i += 1
+    return "".join(parts)
+
+
+def quiet(size: int) -> str:
+    """Functions of four lines whose bare to_local()s are low-confidence DTP101s only: at the
+    default threshold a run analyses the file once (no finding to position, no fix to complete)."""
+    parts, total, i = [HEADER], len(HEADER), 0
+    while total < size:
+        part = (f"def g{i}(x, w, mesh):\n    h = x.to_local()\n    y = torch.relu(h) * w\n"
+                f"    return DTensor.from_local(y, mesh, [Shard(0)])\n\n\n")
         parts.append(part)
         total += len(part)
         i += 1
@@ -119,19 +134,29 @@ def table(title: str, rows: list[tuple[str, int, float, int, int, str]], base: f
         print(f"| {name} | {size / 1e6:.2f} | {secs:.2f} | {per:.1f} | {ratio} | {rss} | {code} | {note[:90]} |")
 
 
-def scaling(sizes: list[float]) -> None:
+SHAPES = {
+    "dense": (dense, ()),
+    "quiet": (quiet, ()),
+    "quiet --min-confidence low": (quiet, ("--min-confidence", "low")),
+    "long function": (long_function, ()),
+}
+
+
+def scaling(sizes: list[float], shapes: list[str], with_baseline: bool = True) -> None:
     rows = []
     base = None
     for mb in sizes:
         size = int(mb * 1e6)
-        files = baseline(size)
-        secs, rss, code, note = run(files)
-        total = sum(map(len, files.values()))
-        rows.append((f"baseline ({len(files)} fixture copies)", total, secs, rss, code, note))
-        base = base or secs / (total / 1e6)
-        for name, make in (("dense", dense), ("long function", long_function)):
+        if with_baseline:
+            files = baseline(size)
+            secs, rss, code, note = run(files)
+            total = sum(map(len, files.values()))
+            rows.append((f"baseline ({len(files)} fixture copies)", total, secs, rss, code, note))
+            base = base or secs / (total / 1e6)
+        for name in shapes:
+            make, args = SHAPES[name]
             text = make(size)
-            secs, rss, code, note = run({"big.py": text})
+            secs, rss, code, note = run({"big.py": text}, list(args))
             rows.append((name, len(text), secs, rss, code, note))
     table("Scaling (one file per row, -j 1)", rows, base)
 
@@ -166,7 +191,7 @@ def profile(spec: str, mode: str) -> None:
     from placement_lint.facts import file_facts
 
     shape, mb = spec.split(":")
-    make = {"dense": dense, "long": long_function}[shape]
+    make = {"dense": dense, "quiet": quiet, "long": long_function}[shape]
     data = make(int(float(mb) * 1e6)).encode()
     prof = cProfile.Profile()
     start = time.perf_counter()
@@ -181,7 +206,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="0.5,1,2", help="MB of the dense and long-function files")
     parser.add_argument("--big", type=float, default=0, help="also a dense file of this many MB")
     parser.add_argument("--no-deep", action="store_true", help="skip the deep-code table")
-    parser.add_argument("--profile", help="SHAPE:MB (dense, long): cProfile file_facts instead")
+    parser.add_argument("--profile", help="SHAPE:MB (dense, quiet, long): cProfile file_facts instead")
     parser.add_argument("--mode", default="", help="facts mode for --profile ('' or positions)")
     args = parser.parse_args()
     if args.profile:
@@ -189,9 +214,10 @@ def main() -> None:
         return
     print(f"placement-lint at {ROOT}, Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}")
     sizes = [float(s) for s in args.sizes.split(",") if s]
-    if args.big:
-        sizes.append(args.big)
-    scaling(sizes)
+    if sizes:
+        scaling(sizes, list(SHAPES))
+    if args.big:  # (no baseline, no long function: its LibCST parse alone needs ~600 bytes a byte)
+        scaling([args.big], ["dense", "quiet", "quiet --min-confidence low"], with_baseline=False)
     if not args.no_deep:
         deep()
 

@@ -1,28 +1,33 @@
 """The depth guard: what LibCST must never see, and code that needs a deeper stack.
 
 LibCST's native parser recurses on the C stack and its time grows with nesting depth squared
-(a statement whose expression is nested d deep costs ~d^2), and our analysis and LibCST's
-position pass recurse in Python. Measured (LibCST 1.9, CPython 3.11, 8 MiB stack; bench/hostile.py
-and bench/RESULTS.md "Hostile code"): the native parser segfaults at ~1,200 nested brackets
-(`[[[...]]]` already at 1,300 within 0.2 s), ~3,400 nested lambdas, ~8,100 nested unary operators,
-~10,000 chained `elif`s; one statement 1,000 deep costs it 0.2-3.3 s (conditional expressions are
-the worst). CPython itself rejects more than 200 nested brackets and ~3,000 levels of anything
-else. Our analysis ran out of Python's 1,000 frames at 132 nested calls (positions), 314 `+`
-terms and ~1,000 `elif`s.
+(one statement nested d deep costs it ~d^2); our analysis and the position pass recurse in
+Python. Measured (LibCST 1.9, CPython 3.11, 8 MiB stack; bench/hostile.py, bench/RESULTS.md
+"Issue 11: deep code and big files"):
+- LibCST's native parser segfaults at ~1,200 nested calls, 1,300 nested brackets (within 0.2 s),
+  ~3,400 nested lambdas, ~8,100 nested `not`/unary minus, 10,000 chained `elif`s; a statement
+  1,000 levels deep costs it 0.2 s (`+`, attributes) to 3.3 s (conditional expressions), 2,000
+  chained `.f()` calls 33 s;
+- CPython rejects more than 200 nested brackets and, in 3.11, ~3,000 levels of anything else
+  (~1,480 chained calls);
+- with Python's default 1,000 frames our analysis failed at 132 nested calls (positions), 322
+  (first pass), 314 `+` terms and ~1,000 `elif`s.
 
-So, per block of text about to be parsed (`check`):
-- a cheap scan (one regex pass; strings and comments skipped) finds the bracket depth and the
-  longest logical statement. More than Python's 200 brackets: not analysed.
-- only a block with brackets deeper than BRACKETS_SAFE, a statement longer than LONG_STATEMENT
-  characters or more than ELIF_SAFE `elif`s is parsed by CPython's own parser (compiled to an
-  AST: nothing is imported or run) and measured exactly: CPython rejecting it, an expression
-  deeper than MAX_EXPR_DEPTH, or deep statements whose LibCST cost (sum of depth^2) exceeds
-  COST_BUDGET: not analysed, with the reason and line.
+So, per block of text about to be parsed (`check`, all blocks of a file: `check_blocks`):
+- a scan at C speed (a regex strips strings and comments; bytes.translate and itertools give
+  the bracket depth and the longest logical statement) costs ~20 ns a character. More than
+  Python's 200 brackets: not analysed.
+- only a block with brackets deeper than BRACKETS_SAFE, a logical statement longer than
+  LONG_STATEMENT characters of code or more than ELIF_SAFE `elif`s is parsed by CPython's own
+  parser (compiled to an AST: nothing is imported or run) and measured: CPython rejecting it,
+  an expression deeper than MAX_EXPR_DEPTH (a third of LibCST's lowest crash depth, about 3 s of
+  its time at worst), or deep statements whose LibCST cost (sum of depth^2 over the file)
+  exceeds COST_BUDGET: not analysed, with the reason and line.
 - what passes but is deep is parsed and analysed in a thread with a DEEP_STACK stack and a
   raised recursion limit (`run_deep`); the analysis also retries there on a RecursionError.
-A statement the scan lets through unmeasured is shorter than LONG_STATEMENT with brackets at most
-BRACKETS_SAFE deep: at most ~1,000 levels, which LibCST parses without crashing in well under a
-second; a file of such statements costs at most a few times a normal file of its size.
+A statement the scan lets through unmeasured has at most LONG_STATEMENT characters of code and
+BRACKETS_SAFE brackets: at most ~1,000 levels, which LibCST parses without crashing in well under
+a second; a file of such statements costs at most a few times a normal file of its size.
 """
 
 from __future__ import annotations
@@ -39,16 +44,17 @@ from typing import Any, Callable
 PYTHON_MAX_BRACKETS = 200
 #: brackets deeper than this send the block to the exact (AST) measure and the deep path
 BRACKETS_SAFE = 30
-#: a logical statement longer than this (characters, strings and comments included) is measured
+#: a logical statement longer than this (characters of code: strings and comments not counted) is measured
 LONG_STATEMENT = 1000
 #: more `elif`s than this in a block (a chain nests one level per elif) is measured
 ELIF_SAFE = 200
-#: the deepest expression analysed (AST levels; a bracket level counts two: LibCST pays more)
+#: the deepest expression analysed (AST levels; a call, subscript or display counts two: LibCST
+#: wraps its operands once more)
 MAX_EXPR_DEPTH = 1000
 #: statements nested at most this deep cost nothing against the budget
 COST_SAFE = 100
-#: the most LibCST work (sum of depth^2 over statements deeper than COST_SAFE) one block may cost:
-#: ~10 s of parsing on the slowest form measured (2.5 "statements" at depth 1,000)
+#: the most LibCST work (sum of depth^2 over statements deeper than COST_SAFE) one file may cost:
+#: ~10 s of parsing on the slowest form measured (2.5 statements 1,000 deep)
 COST_BUDGET = 2_500_000
 #: the stack and recursion limit of the deep path (the stack is reserved, not touched, up front)
 DEEP_STACK = 512 * 1024 * 1024
@@ -223,9 +229,9 @@ def _measure(text: str, first_line: int, brackets: int) -> Verdict:
 
 
 def run_deep(fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args) in a thread with a DEEP_STACK stack and a recursion limit of DEEP_RECURSION
-    (restored after; the limit is the interpreter's, so it is raised only while fn runs).
-    Exceptions propagate."""
+    """fn(*args) in a thread with a DEEP_STACK stack (an eighth of it where the system refuses
+    that) and a recursion limit the stack can hold (DEEP_RECURSION for DEEP_STACK; restored
+    after: the limit is the interpreter's). Exceptions propagate; no thread at all: RecursionError."""
     out: list[tuple[bool, Any]] = []
 
     def target() -> None:
@@ -234,19 +240,26 @@ def run_deep(fn: Callable[..., Any], *args: Any) -> Any:
         except BaseException as exc:  # handed to the caller's thread
             out.append((False, exc))
 
-    worker = threading.Thread(target=target, name="placement-lint-deep", daemon=True)
     old_limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old_limit, DEEP_RECURSION))  # before start: a new thread copies it
-    try:
-        old_size = threading.stack_size(DEEP_STACK)  # the size of threads started from now on
+    for size in (DEEP_STACK, DEEP_STACK // 8):
+        worker = threading.Thread(target=target, name="placement-lint-deep", daemon=True)
+        # before start: a new thread takes the interpreter's limit when it starts
+        sys.setrecursionlimit(max(old_limit, DEEP_RECURSION * size // DEEP_STACK))
         try:
-            worker.start()
+            old_size = threading.stack_size(size)  # the size of threads started from now on
+            try:
+                worker.start()
+            finally:
+                threading.stack_size(old_size)
+        except (RuntimeError, MemoryError, ValueError):
+            sys.setrecursionlimit(old_limit)
+            continue  # (a stack this size cannot be had here)
+        try:
+            worker.join()
         finally:
-            threading.stack_size(old_size)
-        worker.join()
-    finally:
-        sys.setrecursionlimit(old_limit)
-    ok, value = out[0]
-    if not ok:
-        raise value
-    return value
+            sys.setrecursionlimit(old_limit)
+        ok, value = out[0]
+        if not ok:
+            raise value
+        return value
+    raise RecursionError("no thread with a deeper stack could be started")
