@@ -165,8 +165,9 @@ def deep() -> None:
     base_secs, base_rss, _, _ = run({"fixture.py": FIXTURE})
     rows = [("fixture (baseline)", len(FIXTURE), base_secs, base_rss, 1, "")]
     cases = [("calls", 135), ("calls", 200), ("calls", 250), ("lists", 198), ("tuples", 198), ("comps", 198),
-             ("methods", 157), ("methods", 330), ("methods", 5000), ("attrs", 314), ("attrs", 990), ("subs", 314),
-             ("plus", 314), ("plus", 990), ("plus", 2500), ("ifexp", 500), ("lambda", 990), ("not", 990)]
+             ("methods", 157), ("methods", 300), ("methods", 330), ("methods", 5000),
+             ("attrs", 314), ("attrs", 900), ("subs", 314), ("plus", 314), ("plus", 900), ("plus", 2500),
+             ("ifexp", 500), ("ifexp", 900), ("lambda", 900), ("not", 900)]
     for kind, n in cases:
         text = nested(kind, n)
         secs, rss, code, note = run({"deep.py": text})

@@ -18,7 +18,7 @@ So, per block of text about to be parsed (`check`, all blocks of a file: `check_
   the bracket depth and the longest logical statement) costs ~20 ns a character. More than
   Python's 200 brackets: not analysed.
 - only a block with brackets deeper than BRACKETS_SAFE, a logical statement longer than
-  LONG_STATEMENT characters of code or more than ELIF_SAFE `elif`s is parsed by CPython's own
+  LONG_STATEMENT characters of code (blanks aside) or more than ELIF_SAFE `elif`s is parsed by CPython's own
   parser (compiled to an AST: nothing is imported or run) and measured: CPython rejecting it,
   an expression deeper than MAX_EXPR_DEPTH (a third of LibCST's lowest crash depth, about 3 s of
   its time at worst), or deep statements whose LibCST cost (sum of depth^2 over the file)
@@ -44,7 +44,8 @@ from typing import Any, Callable
 PYTHON_MAX_BRACKETS = 200
 #: brackets deeper than this send the block to the exact (AST) measure and the deep path
 BRACKETS_SAFE = 30
-#: a logical statement longer than this (characters of code: strings and comments not counted) is measured
+#: a logical statement longer than this (characters of code but blanks: strings and comments not
+#: counted) is measured
 LONG_STATEMENT = 1000
 #: more `elif`s than this in a block (a chain nests one level per elif) is measured
 ELIF_SAFE = 200
@@ -84,6 +85,7 @@ _BRACKETS = re.compile(_STRIP.pattern + r"|([(\[{])|([)\]}])", re.DOTALL)
 _NOT_BRACKET_OR_NL = bytes(b for b in range(256) if chr(b) not in "()[]{}\n")
 # an opening bracket +1, a closing one -1, a newline 0 (each shifted by one: bytes are unsigned)
 _DELTA = bytes.maketrans(b"([{)]}\n", b"\x02\x02\x02\x00\x00\x00\x01")
+_BLANK_LINES = re.compile(rb"\n\n+")
 _NL_FLAG = bytes.maketrans(b"\x00\x01\x02", b"\x00\x01\x00")
 #: AST nodes LibCST wraps once more (an Arg, Element, SubscriptElement...): two levels each
 _WRAPPED = frozenset({"Call", "List", "Tuple", "Set", "Dict", "Subscript", "ListComp", "SetComp", "DictComp", "GeneratorExp"})
@@ -140,14 +142,18 @@ def check(text: str, first_line: int = 1) -> Verdict:
     if len(text) <= LONG_STATEMENT and text.count("(") + text.count("[") + text.count("{") <= BRACKETS_SAFE:
         return OK  # (most blocks: an import, a small function) nothing in it can be long or deep
     code = _STRIP.sub("", text).replace("\\\r\n", "").replace("\\\n", "")  # continuations join lines
-    data = code.encode("utf-8", "surrogatepass")
-    deltas = data.translate(None, _NOT_BRACKET_OR_NL).translate(_DELTA)
+    # blanks and blank lines dropped (a level of nesting takes a character at least, indentation
+    # none; regions blanks the methods it drops line for line): brackets and lines are what count
+    compact = _BLANK_LINES.sub(b"\n", code.encode("utf-8", "surrogatepass").translate(None, b" \t\f\r\v"))
+    deltas = compact.translate(None, _NOT_BRACKET_OR_NL).translate(_DELTA)
     depths = list(map(sub, accumulate(deltas), count(1)))  # the bracket depth after each element
     brackets = max(depths, default=0)
     if brackets > PYTHON_MAX_BRACKETS:
         return _too_many_brackets(text, first_line)
+    if len(compact) <= LONG_STATEMENT and brackets <= BRACKETS_SAFE and compact.count(b"elif") <= ELIF_SAFE:
+        return OK  # (no statement can be longer than all of it)
     # the longest logical statement: a line continues the one before while a bracket is open
-    offsets = [0, *map(add, accumulate(map(len, data.split(b"\n"))), count(1))]  # (+1: the newline)
+    offsets = [0, *map(add, accumulate(map(len, compact.split(b"\n"))), count(1))]  # (+1: the newline)
     at_newline = compress(depths, deltas.translate(_NL_FLAG))  # the depth at the end of each line
     starts = [0, *compress(count(1), map(ge, repeat(0), at_newline)), len(offsets) - 1]
     longest = max(map(sub, map(offsets.__getitem__, starts[1:]), map(offsets.__getitem__, starts[:-1])), default=0)
