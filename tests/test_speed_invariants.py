@@ -186,7 +186,7 @@ def test_fixtures_identical_across_cache_and_workers(fixtures_copy, tmp_path, mo
 def test_generated_tree_identical_across_cache_and_workers(gen_tree, tmp_path, monkeypatch):
     n_files = sum(1 for _ in gen_tree.rglob("*.py"))
     n_recall = sum(1 for _ in (FIXTURES / "recall").rglob("*.py"))  # copied once, in variant0
-    assert 35 <= n_files - n_recall <= 60
+    assert 35 <= n_files - n_recall <= 90  # the fixtures (two variants) and the generated files
     results = all_modes(gen_tree, tmp_path, monkeypatch)
     assert_all_equal(results)
     data = json.loads(results["cold jobs=1"])
