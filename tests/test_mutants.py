@@ -169,6 +169,14 @@ class Program:
         new = b[n.lineno - 1][:n.col_offset] + text.encode("utf-8", "surrogatepass") + b[n.end_lineno - 1][n.end_col_offset:]
         return b"".join([*b[:n.lineno - 1], new, *b[n.end_lineno:]]).decode("utf-8", "surrogatepass")
 
+    def replace_names(self, names: list[ast.Name], text: str) -> str:
+        """Every one of `names` (single-line spans) replaced by `text`, last first."""
+        b = list(self.blines)
+        for n in sorted(names, key=lambda n: (n.lineno, n.col_offset), reverse=True):
+            line = b[n.lineno - 1]
+            b[n.lineno - 1] = line[:n.col_offset] + text.encode() + line[n.end_col_offset:]
+        return b"".join(b).decode("utf-8", "surrogatepass")
+
     def join(self, lines: list[str]) -> str:
         return "".join(lines)
 
@@ -359,11 +367,29 @@ def op_break(p, rng, donors):
     return "".join(lines)
 
 
+def op_promote(p, rng, donors):
+    """A local variable of a class's methods becomes an attribute: every `h` in the class is
+    `self.h`, so a value set in one method is read in others (issue 11's shape)."""
+    classes = [c for c in ast.walk(p.tree) if isinstance(c, ast.ClassDef)]
+    if not classes:
+        return None
+    cls = rng.choice(classes)
+    by_id: dict[str, list[ast.Name]] = {}
+    for n in ast.walk(cls):
+        if isinstance(n, ast.Name) and n.id not in ("self", "cls") and n.lineno == n.end_lineno:
+            by_id.setdefault(n.id, []).append(n)
+    stored = [k for k, ns in by_id.items() if any(isinstance(n.ctx, ast.Store) for n in ns)]
+    if not stored:
+        return None
+    name = rng.choice(stored)
+    return p.replace_names(by_id[name], f"self.{name}")
+
+
 #: (weight, operator): structure-changing edits most, syntax errors at times
 OPERATORS = (
     (3, op_delete), (2, op_duplicate), (3, op_swap), (3, op_move), (1, lambda p, r, d: op_move(p, r, d, module=True)),
     (3, op_wrap), (2, op_lambda), (2, op_rename_all), (2, op_rename_one), (4, op_replace_expr),
-    (2, op_insert_donor), (1, op_replace_stmt), (1, op_break),
+    (2, op_insert_donor), (1, op_replace_stmt), (1, op_break), (3, op_promote),
 )
 
 
