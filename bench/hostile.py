@@ -4,10 +4,11 @@
     .venv/bin/python bench/hostile.py --sizes 1,2,4   # dense and long-function files of these MB
     .venv/bin/python bench/hostile.py --big 20        # also 20 MB dense and quiet files (~15 min)
     .venv/bin/python bench/hostile.py --profile dense:2 [--mode positions]   # cProfile, in process
+    .venv/bin/python bench/hostile.py --src /tmp/before --sizes 0.5 --shapes dense   # another tree
 
 Every row is one fresh `placement-lint --no-cache` process (`-j 1`: one file is one worker's
-work anyway) over a temporary directory holding only the generated file; wall seconds and the
-child's peak RSS (getrusage of the waited child). Ratios are against the baseline of the same
+work anyway) over a temporary directory holding only the generated files; wall seconds and the
+child's own peak RSS (VmHWM, read by the child at exit). Ratios are against the baseline of the same
 invocation: copies of fixtures/tp_expert_matmul.py (DTP101 each) totalling the same size.
 
 Shapes:
@@ -33,6 +34,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: --src: another source tree of placement-lint to measure (e.g. `git archive REV | tar -x -C DIR`)
+SRC = ""
+#: a run longer than this is killed (and reported so)
+TIMEOUT = 900
 FIXTURE = (ROOT / "fixtures" / "tp_expert_matmul.py").read_text()
 LINE = "up = F.silu(h @ self.w_up.to_local().t())"
 EXPR = "F.silu(h @ self.w_up.to_local().t())"
@@ -105,23 +110,42 @@ def baseline(size: int) -> dict[str, str]:
     return {f"b{i}.py": FIXTURE for i in range(max(1, size // len(FIXTURE)))}
 
 
+#: run in the child: the CLI, then its own peak RSS (VmHWM) written where HOSTILE_RSS says. (The
+#: rusage of a waited child is no good here: Linux counts the parent's RSS at the fork in it.)
+_CHILD = (
+    "import atexit, os, runpy, sys\n"
+    "def peak():\n"
+    "    with open('/proc/self/status') as f:\n"
+    "        kb = next((int(l.split()[1]) for l in f if l.startswith('VmHWM')), 0)\n"
+    "    with open(os.environ['HOSTILE_RSS'], 'w') as out:\n"
+    "        out.write(str(kb))\n"
+    "atexit.register(peak)\n"
+    "sys.argv = ['placement-lint', *sys.argv[1:]]\n"
+    "runpy.run_module('placement_lint', run_name='__main__')\n"
+)
+
+
 def run(files: dict[str, str], args: list[str] = ()) -> tuple[float, int, int, str]:
     """(seconds, peak RSS in MB, exit code, first DTP000 line or last line of output) of one CLI
-    run over `files`; the child waited with os.wait4, for its own peak RSS."""
+    run over `files`, in a fresh process (Linux: its peak RSS from /proc)."""
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in files.items():
             Path(tmp, name).write_text(text)
-        out_path = Path(tmp, ".out")
+        out_path, rss_path = Path(tmp, ".out"), Path(tmp, ".rss")
+        env = {**os.environ, "HOSTILE_RSS": str(rss_path), **({"PYTHONPATH": SRC} if SRC else {})}
         with open(out_path, "wb") as out:
             start = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "placement_lint", "--no-cache", "--format", "concise",
-                                     "--jobs", "1", *args, "."], stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
-            _, status, usage = os.wait4(proc.pid, 0)
+            try:
+                code = subprocess.call([sys.executable, "-c", _CHILD, "--no-cache", "--format", "concise", "--jobs",
+                                        "1", *args, "."], stdout=out, stderr=subprocess.STDOUT, cwd=tmp, env=env,
+                                       timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                return TIMEOUT, -1, -1, f"killed after {TIMEOUT} s"
             seconds = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
+        rss = int(rss_path.read_text() or 0) // 1024 if rss_path.exists() else -1
         lines = out_path.read_text(errors="replace").strip().splitlines()
     last = next((ln for ln in lines if "DTP000" in ln), lines[-1] if lines else "")
-    return seconds, usage.ru_maxrss // 1024, code, last
+    return seconds, rss, code, last
 
 
 def table(title: str, rows: list[tuple[str, int, float, int, int, str]], base: float | None) -> None:
@@ -167,7 +191,7 @@ def deep() -> None:
     cases = [("calls", 135), ("calls", 200), ("calls", 250), ("lists", 198), ("tuples", 198), ("comps", 198),
              ("methods", 157), ("methods", 300), ("methods", 330), ("methods", 5000),
              ("attrs", 314), ("attrs", 900), ("subs", 314), ("plus", 314), ("plus", 900), ("plus", 2500),
-             ("ifexp", 500), ("ifexp", 900), ("lambda", 900), ("not", 900)]
+             ("ifexp", 400), ("ifexp", 500), ("ifexp", 900), ("lambda", 900), ("not", 900)]
     for kind, n in cases:
         text = nested(kind, n)
         secs, rss, code, note = run({"deep.py": text})
@@ -209,14 +233,18 @@ def main() -> None:
     parser.add_argument("--no-deep", action="store_true", help="skip the deep-code table")
     parser.add_argument("--profile", help="SHAPE:MB (dense, quiet, long): cProfile file_facts instead")
     parser.add_argument("--mode", default="", help="facts mode for --profile ('' or positions)")
+    parser.add_argument("--src", default="", help="run this source tree of placement-lint (PYTHONPATH)")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shapes of the scaling table")
     args = parser.parse_args()
+    global SRC
+    SRC = os.path.abspath(args.src) if args.src else ""
     if args.profile:
         profile(args.profile, args.mode)
         return
-    print(f"placement-lint at {ROOT}, Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}")
+    print(f"placement-lint at {SRC or ROOT}, Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}")
     sizes = [float(s) for s in args.sizes.split(",") if s]
     if sizes:
-        scaling(sizes, list(SHAPES))
+        scaling(sizes, args.shapes.split(","))
     if args.big:  # (no baseline, no long function: its LibCST parse alone needs ~600 bytes a byte)
         scaling([args.big], ["dense", "quiet", "quiet --min-confidence low"], with_baseline=False)
     if not args.no_deep:

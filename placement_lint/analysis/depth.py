@@ -20,8 +20,8 @@ So, per block of text about to be parsed (`check`, all blocks of a file: `check_
 - only a block with brackets deeper than BRACKETS_SAFE, a logical statement longer than
   LONG_STATEMENT characters of code (blanks aside) or more than ELIF_SAFE `elif`s is parsed by CPython's own
   parser (compiled to an AST: nothing is imported or run) and measured: CPython rejecting it,
-  an expression deeper than MAX_EXPR_DEPTH (a third of LibCST's lowest crash depth, about 3 s of
-  its time at worst), or deep statements whose LibCST cost (sum of depth^2 over the file)
+  an expression deeper than MAX_EXPR_DEPTH (a third of LibCST's lowest crash depth; at most a
+  few seconds of its time), or deep statements whose LibCST cost (sum of depth^2 over the file)
   exceeds COST_BUDGET: not analysed, with the reason and line.
 - what passes but is deep is parsed and analysed in a thread with a DEEP_STACK stack and a
   raised recursion limit (`run_deep`); the analysis also retries there on a RecursionError.
@@ -49,14 +49,14 @@ BRACKETS_SAFE = 30
 LONG_STATEMENT = 1000
 #: more `elif`s than this in a block (a chain nests one level per elif) is measured
 ELIF_SAFE = 200
-#: the deepest expression analysed (AST levels; a call, subscript or display counts two: LibCST
-#: wraps its operands once more)
+#: the deepest expression analysed (AST levels; a call, subscript, display or conditional
+#: expression counts two: see _WRAPPED)
 MAX_EXPR_DEPTH = 1000
 #: statements nested at most this deep cost nothing against the budget
 COST_SAFE = 100
 #: the most LibCST work (sum of depth^2 over statements deeper than COST_SAFE) one file may cost:
-#: ~10 s of parsing on the slowest form measured (2.5 statements 1,000 deep)
-COST_BUDGET = 2_500_000
+#: one statement 1,000 levels deep, or 25 at 200 (a few seconds of parsing)
+COST_BUDGET = 1_000_000
 #: the stack and recursion limit of the deep path (the stack is reserved, not touched, up front)
 DEEP_STACK = 512 * 1024 * 1024
 DEEP_RECURSION = 200_000
@@ -87,8 +87,11 @@ _NOT_BRACKET_OR_NL = bytes(b for b in range(256) if chr(b) not in "()[]{}\n")
 _DELTA = bytes.maketrans(b"([{)]}\n", b"\x02\x02\x02\x00\x00\x00\x01")
 _BLANK_LINES = re.compile(rb"\n\n+")
 _NL_FLAG = bytes.maketrans(b"\x00\x01\x02", b"\x00\x01\x00")
-#: AST nodes LibCST wraps once more (an Arg, Element, SubscriptElement...): two levels each
-_WRAPPED = frozenset({"Call", "List", "Tuple", "Set", "Dict", "Subscript", "ListComp", "SetComp", "DictComp", "GeneratorExp"})
+#: AST nodes that count two levels: those LibCST wraps once more (an Arg, Element,
+#: SubscriptElement...), and conditional expressions (LibCST's slowest form: 900 nested took 11 s
+#: and 850 MB where 900 `+` took under a second)
+_WRAPPED = frozenset({"Call", "List", "Tuple", "Set", "Dict", "Subscript", "ListComp", "SetComp", "DictComp",
+                      "GeneratorExp", "IfExp"})
 
 
 def enabled() -> bool:
@@ -230,7 +233,7 @@ def _measure(text: str, first_line: int, brackets: int) -> Verdict:
     if deepest > MAX_EXPR_DEPTH:
         return Verdict({"line": line, "column": col, "message":
                         f"expression nested {_n(deepest)} levels deep at line {line} (limit {_n(MAX_EXPR_DEPTH)}; "
-                        f"a call, subscript or display counts two): not analysed"})
+                        f"a call, subscript, display or conditional expression counts two): not analysed"})
     return _budget(heavy, max(deepest, 2 * brackets) > DEEP_FROM or stmt_depth > DEEP_FROM)
 
 
