@@ -14,6 +14,7 @@ project index (which classes are ParallelStyles whose hooks leave DTensor bare).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Sequence
 
 import libcst as cst
@@ -61,7 +62,8 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
         self.slots: list[dict[str, Any]] = []
         self.slot_nodes: dict[int, list[tuple[str, cst.CSTNode, tuple[int, Any]]]] = {}
         self.returns_styles: dict[str, set[str]] = {}
-        self._deferred: list[tuple[int, cst.FunctionDef, Scope, str, ClassInfo | None, str]] = []
+        # function bodies to analyse, in order (a deque: a file of 100,000 functions pops them all)
+        self._deferred: deque[tuple[int, cst.FunctionDef, Scope, str, ClassInfo | None, str]] = deque()
 
     # -- name resolution -----------------------------------------------------------------------
     def qualify(self, node: cst.BaseExpression) -> str | None:
@@ -104,7 +106,7 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
                 self.block(module.body, top)
         # function bodies see the whole module's globals, so they run after module-level code
         while self._deferred:
-            i, fn, parent, symbol, cls, guard = self._deferred.pop(0)
+            i, fn, parent, symbol, cls, guard = self._deferred.popleft()
             if fn is None:
                 fn, guard = self.parse_lazy(i)
             self.select_block(i)
