@@ -95,6 +95,13 @@ def scan_files(items: Sequence[tuple[str, int]], mode: str, cache) -> list[tuple
                 facts = file_facts(data, "full")
                 if cache is not None:
                     cache.put(digest, "full", facts)
+            elif alone_has_findings(path, facts, mode):
+                # phase three would position this file (it has a finding on its own): do it now,
+                # in parallel, rather than serially after the index is built
+                mode_positions = "positions" + mode
+                facts = (cache.get(digest, mode_positions) if cache is not None else None) or file_facts(data, mode_positions)
+                if cache is not None:
+                    cache.put(digest, mode_positions, facts)
         out.append((True, digest, facts))
     return out
 
@@ -111,6 +118,22 @@ def may_define_leaky_style(facts: dict[str, Any]) -> bool:
                 if not site.get("guard") and "returned" in site.get("escapes", ()):
                     return True
     return False
+
+
+def alone_has_findings(path: str, facts: dict[str, Any], mode: str) -> bool:
+    """Whether the rules report a file's first-pass facts, the file seen alone (no reference
+    resolved), at the threshold its facts mode implies (medium with SKIP_TEST_RANK, else low).
+    A guess, for work done early: the run's own rules decide, on the whole project's index."""
+    from placement_lint.facts import SKIP_TEST_RANK
+    from placement_lint.index import ProjectIndex
+    from placement_lint.resolution import NoResolver
+    from placement_lint.rule import FileContext, all_rules
+
+    if facts.get("error") or not facts.get("sites"):
+        return False
+    least = Confidence.MEDIUM if mode.endswith(SKIP_TEST_RANK) else Confidence.LOW
+    ctx = FileContext(path=path, facts=facts, index=ProjectIndex({path: facts}, {path: path}, NoResolver()))
+    return any(f.confidence >= least for rule in all_rules() if rule.CODE != "DTP000" for f in rule().check(ctx))
 
 
 class Source:
@@ -226,6 +249,11 @@ class FactStore:
             self._pool = Pool(self.jobs)
         return self._pool
 
+    @property
+    def pool_running(self) -> bool:
+        """Whether a phase has started the worker pool (later maps run on it)."""
+        return self._pool is not None and self._pool.running
+
     def _compute(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
         return self.pool.map(compute_facts, items, on_crash=lambda item, reason: crashed_facts(reason))
 
@@ -268,6 +296,26 @@ class FactStore:
         """Stop the worker pool, if one was started."""
         if self._pool is not None:
             self._pool.close()
+
+
+def _early_late(store: FactStore, index, sources: dict[str, Source], facts: dict[str, dict[str, Any]],
+                whole_modes: tuple[str, ...]):
+    """Start phase two b's first round (the files the first-pass index wants whole) on the running
+    pool, from a thread that only waits on it: (items, future of their facts), or None when there
+    is nothing to start or no pool is running (in one process a thread would only contend)."""
+    if not store.pool_running:
+        return None
+    index.follow_all()
+    late = sorted(p for p in index.wanted if p in sources and facts.get(p, {}).get("mode") not in whole_modes)
+    if not late:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = [(p, sources[p], "whole") for p in late]
+    thread = ThreadPoolExecutor(1)
+    job = thread.submit(store.facts_for, items)
+    thread.shutdown(wait=False)  # the thread ends with its one job; the caller joins the job
+    return items, job
 
 
 #: batches a worker gets in the pooled phase one (parallel.Pool.map_weighted's per_worker)
@@ -408,7 +456,11 @@ def lint(
 
     def analyse(paths: Iterable[str], mode: str) -> None:
         items = [(p, sources[p], mode) for p in paths if p in sources]
-        for (p, _, _), f in zip(items, store.facts_for(items)):
+        take(items, store.facts_for(items))
+
+    def take(items: list[tuple[str, Source, str]], results: list[dict[str, Any] | None]) -> None:
+        """Record the facts `store.facts_for(items)` returned (`analyse`'s second half)."""
+        for (p, _, _), f in zip(items, results):
             if f is not None:
                 facts[p] = f
                 continue
@@ -427,6 +479,9 @@ def lint(
         """Phases two and two b: files the prefilter may have skipped, analysed whole; the
         manifest keeps their digests so that a warm run need not read them."""
         analyse(paths, mode)
+        record_late(paths)
+
+    def record_late(paths: list[str]) -> None:
         if manifest is not None:
             for p in paths:
                 if p in sources:
@@ -441,6 +496,7 @@ def lint(
             for p in candidates:
                 if p in scanned or p in done:  # (not a file lost since phase one)
                     facts[p] = scanned[p] if p in scanned else done[p]
+            del done
         else:
             analyse(candidates, skip)  # mode "" or SKIP_TEST_RANK
 
@@ -457,6 +513,9 @@ def lint(
             scans = ScanStore(store.cache_dir, store.cache.salt)
         resolver = Resolver(real_paths.values(), scans.entries if scans is not None else None)
         index = ProjectIndex(facts, real_paths, resolver)
+        # Phase two b's first round is known already: while the pool analyses it, this process
+        # finds the files that name a leaky style (phase two, serial), instead of after it
+        early = _early_late(store, index, sources, facts, WHOLE_FILE_MODES)
         # Phase two: a file that applies a project style by name (`"gate": NoParallel()`) has no
         # static trigger token, and in the first pass the applying code may sit in a dropped region.
         # Now that the index knows the leaky style names, analyse the files that name them in full.
@@ -473,7 +532,13 @@ def lint(
                     manifest.late = {"names": names, "paths": late}
                     manifest.changed = True
             named = late
-            late = [p for p in late if facts.get(p, {}).get("mode") != "full"]
+        if early is not None:
+            items, job = early
+            take(items, job.result())
+            record_late([p for p, _, _ in items])
+            index = ProjectIndex(facts, real_paths, resolver)
+        if names:
+            late = [p for p in named if facts.get(p, {}).get("mode") != "full"]
             if late:
                 analyse_late(late, "full")
                 index = ProjectIndex(facts, real_paths, resolver)
@@ -508,6 +573,14 @@ def lint(
         need |= {r.path for f in first for r in f.related if r.path in facts}  # a callee's evidence, a hook
         whole = sorted(p for p in need if facts[p].get("mode") == "whole")
         need = {p for p in need if facts[p].get("mode") in ("", skip)}
+        if need or whole:
+            # their first-pass facts are replaced: let them go first (with the index, which holds
+            # them too), so that a big file's two sets of facts never live at once. The key stays,
+            # so the files keep their order
+            index = first = None  # type: ignore[assignment]
+            scanned.clear()  # (phase one's facts, kept for `restore` above)
+            for p in (*need, *whole):
+                facts[p] = {}
         if need:
             analyse(sorted(need), "positions" + skip)
         if whole:

@@ -45,6 +45,11 @@ class Pool:
         """`fn` over (path, bytes, mode) items, weighted by their bytes."""
         return self.map_weighted(fn, items, [len(item[1]) for item in items], on_crash=on_crash)
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker processes are started (a later map runs on them, even one item)."""
+        return self._executor is not None
+
     def would_pool(self, weights: Sequence[int]) -> bool:
         """Whether `map_weighted` over items of these weights would run on the pool."""
         if self.workers <= 1 or not weights:

@@ -22,9 +22,11 @@ back to the full text. Blanking never changes a kept line.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
+from itertools import accumulate
 
 from placement_lint.api import RANK_FUNCTIONS, RANK_METHODS, RANK_METHODS_WITH_ARGS
-from placement_lint.prefilter import STRONG_TOKENS
+from placement_lint.prefilter import RANK_TOKENS, STRONG_TOKENS
 from placement_lint.rank_flow import RANK as _RANK, rank_reaches_slice
 from placement_lint.skippable_tests import NO_ATTRS, Lazy, TestSkip, parameter_attrs, parses, skippable_test
 
@@ -42,29 +44,32 @@ MAX_PLAIN_STATEMENT_LINES = 40
 _IMPORT = re.compile(r"(?:import|from)\s")
 _FROM_LOCAL_ALIAS = re.compile(r"\bfrom_local\s+as\b")
 
-# Comments and one-line strings are matched first so that a quote inside them is not taken for
-# the start of a triple-quoted string. No string prefix (r, b, f): it does not change where a
-# string ends, and a pattern that starts with one of #'" is scanned for at C speed.
-_STRINGS = re.compile(
-    r"#[^\n]*"
-    r'|(?P<triple>"""(?:\\.|[^\\])*?"""|' r"'''(?:\\.|[^\\])*?''')"
-    r'|"(?:\\.|[^"\\\n])*"' r"|'(?:\\.|[^'\\\n])*'",
+# One anchored match per multi-line string: the prefix consumes, possessively (no backtracking,
+# no match object per item), code, comments, one-line strings and stray quotes; the group is the
+# next string that spans lines (triple-quoted, or continued with a backslash). Comments and
+# one-line strings are consumed first so that a quote inside them is not taken for the start of
+# a string; a quote that starts no string on its line is consumed alone (as a regex scanning
+# from each position would skip it). No string prefix (r, b, f): it does not change where a
+# string ends. Matched from where the previous match ended, so the text is read once.
+_MULTILINE_STRING = re.compile(
+    r"""(?:[^#"']++|#[^\n]*+"""
+    r"""|"(?!"")(?:\\[^\n]|[^"\\\n])*+"|'(?!'')(?:\\[^\n]|[^'\\\n])*+'"""
+    r"""|"(?!(?:\\.|[^"\\\n])*")|'(?!(?:\\.|[^'\\\n])*'))*+"""
+    r'''(?P<string>"""(?:\\.|[^\\])*?"""|''' r"'''(?:\\.|[^\\])*?'''"
+    r'''|"(?:\\.|[^"\\\n])*"|''' r"'(?:\\.|[^'\\\n])*')",
     re.DOTALL,  # a backslash-newline inside a string is an escape too
 )
 
 
 def _string_lines(text: str) -> set[int]:
-    """0-based numbers of the lines that start inside a triple-quoted string (not statements)."""
+    """0-based numbers of the lines that start inside a multi-line string (not statements)."""
     inside: set[int] = set()
-    line = pos = 0  # newlines counted up to pos (incrementally: one pass over the text)
-    for m in _STRINGS.finditer(text):
-        s, e = m.span()
-        # a comment, or a string on one line: no substring is made for the many that are
-        if text[s] == "#" or text.find("\n", s, e) == -1:
-            continue
-        line += text.count("\n", pos, s)  # triple-quoted, or a backslash-continued one
-        pos = s
-        inside.update(range(line + 1, line + text.count("\n", s, e) + 1))
+    line = pos = counted = 0  # newlines counted up to `counted` (incrementally: one pass)
+    while (m := _MULTILINE_STRING.match(text, pos)) is not None:
+        s, pos = m.span("string")
+        line += text.count("\n", counted, s)
+        counted = s
+        inside.update(range(line + 1, line + text.count("\n", s, pos) + 1))
     return inside
 
 
@@ -132,25 +137,63 @@ def _header_end(lines: list[str], s: int, e: int) -> int:
     return -1
 
 
-def _carriers(chunk: str, attrs: bool) -> tuple[list[str], list[str]]:
-    """Names assigned on lines that mention a token (`h = x.to_local()`,
+class _Hits:
+    """Where a pattern matches in the file, as sorted start offsets: each region then asks
+    whether a match starts inside it (a bisection), instead of scanning its text again. Every
+    pattern here matches within one line, and regions are whole lines, so a match starts inside a
+    region exactly when a search of the region's own text would find one."""
+
+    __slots__ = ("starts",)
+
+    def __init__(self, starts: list[int]):
+        self.starts = starts
+
+    @classmethod
+    def of(cls, pattern: re.Pattern, text: str, a: int = 0, b: int | None = None) -> "_Hits":
+        return cls([m.start() for m in pattern.finditer(text, a, len(text) if b is None else b)])
+
+    @classmethod
+    def of_tokens(cls, tokens: tuple[str, ...], text: str) -> "_Hits":
+        """Where fixed tokens occur (str.find per token: C-speed substring search, faster than one
+        regex alternation here; a token inside a longer one only adds a start on the same line)."""
+        starts: list[int] = []
+        for token in tokens:
+            i = text.find(token)
+            while i != -1:
+                starts.append(i)
+                i = text.find(token, i + 1)
+        starts.sort()
+        return cls(starts)
+
+    def any(self, a: int, b: int) -> bool:
+        i = bisect_left(self.starts, a)
+        return i < len(self.starts) and self.starts[i] < b
+
+    def within(self, a: int, b: int) -> list[int]:
+        return self.starts[bisect_left(self.starts, a) : bisect_left(self.starts, b)]
+
+    def merged(self, other: "_Hits") -> "_Hits":
+        return _Hits(sorted(self.starts + other.starts)) if other.starts else self
+
+
+def _carriers(text: str, strong: _Hits, rank: _Hits, a: int, b: int, attrs: bool) -> tuple[list[str], list[str]]:
+    """Names assigned on lines of text[a:b] that mention a token (`h = x.to_local()`,
     `self.rank = dist.get_rank()`): code that reads them is relevant too. Returned as
     (names carrying a strong token, names carrying a rank)."""
-    strong: list[str] = []
-    rank: list[str] = []
+    out: tuple[list[str], list[str]] = ([], [])
     done: set[int] = set()  # line starts already read (a line with both kinds carries the strong one)
     # only the lines that hold a token are matched against _ASSIGNED: tokens are rare, assignments not
-    for pattern, out in ((_STRONG, strong), (_RANK, rank)):
-        for t in pattern.finditer(chunk):
-            a = chunk.rfind("\n", 0, t.start()) + 1
-            if a in done:
+    for hits, names in ((strong, out[0]), (rank, out[1])):
+        for t in hits.within(a, b):
+            start = text.rfind("\n", a, t) + 1 or a
+            if start in done:
                 continue
-            done.add(a)
-            b = chunk.find("\n", t.end())
-            m = _ASSIGNED.match(chunk, a, len(chunk) if b == -1 else b)
+            done.add(start)
+            end = text.find("\n", t, b)
+            m = _ASSIGNED.match(text, start, b if end == -1 else end)
             if m is not None and bool(m.group(1)) == attrs:
-                out.append(("self." if attrs else "") + m.group(2))
-    return strong, rank
+                names.append(("self." if attrs else "") + m.group(2))
+    return out
 
 
 def _extend(base: re.Pattern, extra: list[str]) -> re.Pattern:
@@ -161,25 +204,69 @@ def _extend(base: re.Pattern, extra: list[str]) -> re.Pattern:
     return re.compile(base.pattern + "|" + "|".join(re.escape(e) + r"\b" for e in sorted(set(extra))))
 
 
+def _names(extra: list[str]) -> re.Pattern | None:
+    """The pattern of the carried names alone (None when there are none)."""
+    return re.compile("|".join(re.escape(e) + r"\b" for e in sorted(set(extra)))) if extra else None
+
+
 class _Relevance:
-    """Can a region hold a site? A strong token, or a rank together with slicing syntax."""
+    """Can a region of the file hold a site? A strong token, or a rank together with slicing
+    syntax. Tokens and carried names are found once in the file (`_Hits`); a region is given by
+    offsets [a, b) into `text`."""
 
-    def __init__(self, strong: list[str], rank: list[str]):
-        self.strong = _extend(_STRONG, strong)
-        self.rank = _extend(_RANK, rank)
+    def __init__(self, text: str, strong: _Hits, rank: _Hits, rank_pattern: "_RankPattern",
+                 base: tuple[_Hits, _Hits] | None = None):
+        self.text = text
+        self.strong, self.rank = strong, rank
+        # the tokens' own hits, without carried names (a class header, the carriers of a class)
+        self.base_strong, self.base_rank = base if base is not None else (strong, rank)
+        self.rank_pattern = rank_pattern  # the rank tokens and rank carriers (rank_reaches_slice)
 
-    def __call__(self, text: str, precise: bool = True) -> bool:
+    @classmethod
+    def of(cls, text: str, strong: _Hits, rank: _Hits, strong_names: list[str], rank_names: list[str],
+           a: int = 0, b: int | None = None) -> "_Relevance":
+        """`strong`, `rank` extended by the names carried (searched for in text[a:b])."""
+        more_strong, more_rank = _names(strong_names), _names(rank_names)
+        base = (strong, rank)
+        if more_strong is not None:
+            strong = strong.merged(_Hits.of(more_strong, text, a, b))
+        if more_rank is not None:
+            rank = rank.merged(_Hits.of(more_rank, text, a, b))
+        return cls(text, strong, rank, _RankPattern(rank_names), base)
+
+    def __call__(self, a: int, b: int, precise: bool = True) -> bool:
         """`precise`: follow the rank's data flow (`rank_flow.rank_reaches_slice`); a class is checked
         without it, as `_prune_class` then checks each of its methods with it."""
-        if self.strong.search(text):
+        if self.strong.any(a, b):
             return True
-        return bool(self.rank.search(text)) and bool(_SLICING.search(text)) and (not precise or rank_reaches_slice(text, self.rank))
+        if not self.rank.any(a, b) or _SLICING.search(self.text, a, b) is None:
+            return False
+        return not precise or rank_reaches_slice(self.text[a:b], self.rank_pattern.compiled())
 
-    def extended(self, strong: list[str], rank: list[str]) -> "_Relevance":
-        out = _Relevance([], [])
-        out.strong = _extend(self.strong, strong)
-        out.rank = _extend(self.rank, rank)
+    def extended(self, strong_names: list[str], rank_names: list[str], a: int, b: int) -> "_Relevance":
+        """This relevance with more carried names, for the region text[a:b] (a class's members)."""
+        out = _Relevance.of(self.text, self.strong, self.rank, strong_names, rank_names, a, b)
+        out.rank_pattern = self.rank_pattern.plus(rank_names)
+        out.base_strong, out.base_rank = self.base_strong, self.base_rank
         return out
+
+
+class _RankPattern:
+    """The rank tokens and the rank carriers as one regex, compiled only if a region needs the
+    rank's data flow followed (few do)."""
+
+    __slots__ = ("names", "_compiled")
+
+    def __init__(self, names: list[str]):
+        self.names, self._compiled = names, None
+
+    def plus(self, names: list[str]) -> "_RankPattern":
+        return _RankPattern(self.names + names) if names else self
+
+    def compiled(self) -> re.Pattern:
+        if self._compiled is None:
+            self._compiled = _extend(_RANK, self.names)
+        return self._compiled
 
 
 #: how a rank call is spelled: `get_rank(`, `.rank(`, ... (str.find targets: no regex over the file)
@@ -243,11 +330,13 @@ def select_blocks(text: str, skip_test_rank: bool = False,
     in_string = _string_lines(text)
     top = _top_blocks(text, lines, in_string)
     chunks = ["".join(lines[s:e]) for s, e in top]
-    carried = [_carriers(c, attrs=False) for c in chunks]
+    offsets = list(accumulate(map(len, lines), initial=0))  # line -> offset of its start in text
+    strong, rank = _Hits.of_tokens(STRONG_TOKENS, text), _Hits.of_tokens(RANK_TOKENS, text)
+    carried_strong, carried_rank = _carriers(text, strong, rank, 0, len(text), attrs=False) if top else ([], [])
     if fields is None:
         fields = rank_fields(text)[0]
     # names the file fills from a rank API (`tp_rank=mesh.get_local_rank()`) carry a rank too
-    relevant = _Relevance([n for sc, _ in carried for n in sc], [n for _, rc in carried for n in rc] + sorted(fields))
+    relevant = _Relevance.of(text, strong, rank, carried_strong, carried_rank + sorted(fields))
     skip = None
     if skip_test_rank and not _STRONG.search(text) and not ("from_local" in text and _FROM_LOCAL_ALIAS.search(text)):
         # nn.Parameter values are the one receiver that makes a test-code rank slice high: where the
@@ -267,13 +356,14 @@ def select_blocks(text: str, skip_test_rank: bool = False,
         if skip is not None and skippable_test(lines, s, e, chunk, skip, NO_ATTRS, method=False):
             skip.skipped.append((s, e))
             continue  # a test function whose findings can only be low
-        if not relevant(chunk, precise=not first.startswith("class")):
+        if not relevant(offsets[s], offsets[e], precise=not first.startswith("class")):
             if not is_def and (e - s) <= MAX_PLAIN_STATEMENT_LINES:
                 kept.append((s, e))  # imports and small module-level statements: name resolution
             continue
         kept.append((s, e))
         if first.startswith("class"):
-            members = _prune_class(lines, s, e, relevant, keep, in_string, skip, drop_idle=not relevant.strong.search(chunk))
+            members = _prune_class(lines, offsets, s, e, relevant, keep, in_string, skip,
+                                   drop_idle=not relevant.strong.any(offsets[s], offsets[e]))
             if members is False:
                 kept.pop()  # only a rank and some slicing, never together: nothing to find
             elif members is not None:
@@ -334,7 +424,7 @@ def _first_code_line(lines: list[str], s: int, e: int) -> str:
 
 
 def _prune_class(
-    lines: list[str], s: int, e: int, relevant: _Relevance, keep: list[bool | str], in_string: set[int],
+    lines: list[str], offsets: list[int], s: int, e: int, relevant: _Relevance, keep: list[bool | str], in_string: set[int],
     skip: TestSkip | None = None, drop_idle: bool = False,
 ) -> list[tuple[int, int]] | bool | None:
     """Blank the methods of the class at lines [s, e) that cannot hold a site; nested classes are
@@ -343,7 +433,7 @@ def _prune_class(
     `drop_idle` (a class that mentions a rank and slices, but no strong token): False when no
     member can hold a rank slice, so the caller drops the class."""
     header = _header_end(lines, s, e)
-    if header < 0 or _STRONG.search("".join(lines[s : header + 1])):
+    if header < 0 or relevant.base_strong.any(offsets[s], offsets[header + 1]):
         return None
     body_start = header + 1
     indent = next(
@@ -354,8 +444,10 @@ def _prune_class(
         return None
     members = _blocks(lines, indent, body_start, e, in_string)
     texts = ["".join(lines[ms:me]) for ms, me in members]
-    attrs = [_carriers(t, attrs=True) for t in texts]
-    member_relevant = relevant.extended([n for sa, _ in attrs for n in sa], [n for _, ra in attrs for n in ra])
+    text = relevant.text
+    attrs = [_carriers(text, relevant.base_strong, relevant.base_rank, offsets[ms], offsets[me], attrs=True) for ms, me in members]
+    member_relevant = relevant.extended([n for sa, _ in attrs for n in sa], [n for _, ra in attrs for n in ra],
+                                        offsets[s], offsets[e])
     firsts = [_first_code_line(lines, ms, me) for ms, me in members]
     param_attrs = Lazy(lambda: parameter_attrs(texts))
     inner = skip
@@ -369,7 +461,7 @@ def _prune_class(
         # a method that sets an attribute from a token (`self.tp_rank = dist.get_rank(g)` in a
         # setup method) is where the attribute's meaning comes from: kept like __init__
         method = bool(_DEF.match(mfirst)) and "def __init__" not in mfirst
-        relevant_member = member_relevant(member) if method or idle else True
+        relevant_member = member_relevant(offsets[ms], offsets[me]) if method or idle else True
         idle = idle and not relevant_member
         irrelevant = method and not relevant_member and not (strong_attrs or rank_attrs)
         if irrelevant or (skip is not None and skippable_test(lines, ms, me, member, skip, param_attrs, method=True)):
@@ -380,7 +472,7 @@ def _prune_class(
                 keep[i] = False
             continue
         if mfirst.startswith("class"):
-            _prune_class(lines, ms, me, member_relevant, keep, in_string, inner)  # a nested class (a test base)
+            _prune_class(lines, offsets, ms, me, member_relevant, keep, in_string, inner)  # a nested class (a test base)
         first_line = next(i for i in range(ms, me) if lines[i].strip() and not lines[i].lstrip().startswith("#"))
         kept.append((first_line, indent))
     if idle:

@@ -320,3 +320,18 @@ class Resolver:
             if found is not None:
                 return found
         return None
+
+
+class NoResolver:
+    """A Resolver that resolves nothing: the index of one file seen alone (engine.alone_has_findings)."""
+
+    stored_changed = False
+
+    def shown_paths(self, paths: dict[str, str]) -> dict[str, str]:
+        return {}
+
+    def resolve(self, ref: str, from_path: str) -> None:
+        return None
+
+    def scan(self, path: str) -> ModuleScan:
+        return ModuleScan(set(), {}, [], {})

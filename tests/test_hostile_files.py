@@ -210,10 +210,13 @@ parallel.POOL_MIN_BYTES = 0  # the workers read the files: the parent reads them
 """
 
 
-def _after_phase_one(action: str) -> str:
+def _after_phase_one(action: str, early_positions: bool = False) -> str:
     """Driver code: `action` runs once the first pass is done (the first run_rules, before the
-    engine re-reads the files with findings for their positions)."""
-    return POOLED + textwrap.dedent(f"""
+    engine re-reads the files with findings for their positions). The workers' early positioning
+    of a file that has a finding on its own (engine.alone_has_findings) is turned off: it would
+    spare this file the re-read, which is what these tests exercise (a file whose finding needs
+    the whole project's index is re-read so), unless `early_positions`."""
+    return POOLED + ("" if early_positions else "import placement_lint.engine\nplacement_lint.engine.alone_has_findings = lambda *a: False\n") + textwrap.dedent(f"""
         import os
         import placement_lint.engine as engine
         _real, _done = engine.run_rules, []
@@ -235,6 +238,18 @@ def test_a_file_gone_before_its_positions_are_read(tmp_path, cached):
     assert proc.returncode == 2
     assert findings(data) == {REAL}
     assert errors(data) == {"gone.py": "cannot read file: No such file or directory"}
+
+
+def test_a_file_gone_after_the_workers_positioned_it(tmp_path):
+    """A file with a finding of its own is positioned by the workers in phase one: removed after,
+    it is never read again, and its finding (of the content analysed) is reported."""
+    root = project(tmp_path)
+    shutil.copy(BUGGY, root / "gone.py")
+    proc, data = lint_json(root, "--jobs", "2", "--no-cache", ".",
+                           driver=_after_phase_one("os.remove('gone.py')", early_positions=True))
+    assert proc.returncode == 1, proc.stderr
+    assert findings(data) == {REAL, ("gone.py", *FINDING)}
+    assert errors(data) == {}
 
 
 def test_a_file_changed_before_its_positions_are_read(tmp_path):

@@ -153,3 +153,49 @@ def test_a_name_ending_in_a_carrier_is_not_the_carrier():
     """)
     names = {n for n in ("annotated", "uses") if any(f"def {n}(" in t for _, t, _ in select_blocks(src))}
     assert names == {"uses"}
+
+
+def _tokenize_string_lines(text: str) -> set[int]:
+    """The reference: the lines Python's own tokenizer finds inside a string token that spans
+    lines (0-based, its first line excluded)."""
+    import io
+    import tokenize
+
+    out: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+            out.update(range(tok.start[0], tok.end[0]))  # 1-based start line = 0-based next line
+    return out
+
+
+STRING_CASES = [
+    'x = 1  # it\'s\nz = """doc\nmore"""\n',
+    "a = 'x\\\ny'\nb = '''\n'''\n",
+    'a = "a" "b"\n"""\n\n"""\n',
+    "s = '''a\\'''\nb'''\n",
+    'q = "\\\\"\n"""x\ny"""\n',
+    'x = "\'"\n\'\'\'\n\'\'\'\n',
+    'e = ""\nf = \'\'\ng = """\n"""\n',
+    "h = r'''\\\n'''  # '''\n",
+    'd = {"k": """\n"""}  # """\n',
+    "f'{x}' '''\nq'''\n",
+]
+
+
+@pytest.mark.parametrize("text", STRING_CASES)
+def test_string_lines_match_the_tokenizer(text):
+    from placement_lint.regions import _string_lines
+
+    assert _string_lines(text) == _tokenize_string_lines(text)
+
+
+def test_string_lines_match_the_tokenizer_on_the_fixtures():
+    from pathlib import Path
+
+    from placement_lint.regions import _string_lines
+
+    files = sorted((Path(__file__).parent.parent / "fixtures").rglob("*.py"))
+    assert len(files) > 40
+    for path in files:
+        text = path.read_text()
+        assert _string_lines(text) == _tokenize_string_lines(text), path
