@@ -348,10 +348,14 @@ def lint(
     start = time.perf_counter()
     max_file_size()  # a bad PLACEMENT_LINT_MAX_FILE_SIZE is a usage error before any work
     cwd = (cwd or Path.cwd()).resolve()
+    if str(cwd) != os.path.realpath(os.getcwd()):
+        # the API's `cwd`: relative paths name files under it, not under this process's directory
+        paths = [p if os.path.isabs(p) else os.path.join(cwd, p) for p in map(os.fspath, paths)]
     overlay = {os.path.normpath(os.path.join(cwd, p)): data for p, data in (overlay or {}).items()}
     errors: list[dict[str, Any]] = []  # per path: a directory or file that could not be read
-    files = discover([p for p in paths if os.path.normpath(os.path.join(cwd, p)) not in overlay or os.path.exists(p)],
-                     config, errors=errors)
+    on_disk = [p for p in paths if os.path.normpath(os.path.join(cwd, p)) not in overlay or os.path.exists(p)]
+    # (no path at all means the current directory; paths that are all unsaved buffers mean none)
+    files = discover(on_disk, config, errors=errors) if on_disk or not paths else []
     known = {os.path.normpath(os.path.join(cwd, f)) for f in files}
     files += [Path(p) for p in overlay if p not in known]
     if cache_dir is None and use_cache:

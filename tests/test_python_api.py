@@ -61,3 +61,33 @@ def test_stdin_with_a_filename(proj):
     for args, msg in ((["-", "mlp.py"], "must be the only PATH"), (["--stdin-filename", "a.py", "."], "needs PATHS `-`")):
         res = CliRunner().invoke(cli, ["check", *args], input="")
         assert res.exit_code == 2 and msg in res.output
+
+
+def test_cwd_names_the_directory_paths_are_relative_to(proj, tmp_path, monkeypatch):
+    """`cwd=` is where relative paths are looked for, not the process's working directory (which
+    here holds other findings that must not appear)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(FIXTURES / "tp_expert_matmul.py", elsewhere / "other.py")  # a DTP101 of its own
+    monkeypatch.chdir(elsewhere)
+    assert _keys(placement_lint.lint_paths(["."], cwd=proj, use_cache=False)) == [("DTP102", "moe_router/model.py", 63)]
+    assert _keys(placement_lint.lint_paths(["moe_router/styles.py"], cwd=proj, use_cache=False)) == [
+        ("DTP102", "moe_router/model.py", 63)]
+    with pytest.raises(PlacementLintError, match="No such file"):
+        placement_lint.lint_paths(["other.py"], cwd=proj, use_cache=False)
+
+
+def test_a_buffer_outside_any_project_is_the_only_file_analysed(tmp_path, monkeypatch):
+    """With no project marker above `cwd`, the buffer is analysed alone: not the process's
+    directory instead (which here holds a finding of its own)."""
+    loose, busy = tmp_path / "loose", tmp_path / "busy"
+    loose.mkdir()
+    busy.mkdir()
+    shutil.copy(FIXTURES / "tp_expert_matmul.py", busy / "other.py")
+    monkeypatch.chdir(busy)
+    text = (FIXTURES / "tp_expert_matmul.py").read_text()
+    found = placement_lint.lint_source(text, "model.py", cwd=loose, use_cache=False)
+    assert {(f.code, f.path) for f in found} == {("DTP101", "model.py")}
+    monkeypatch.chdir(loose)  # the same from inside it
+    assert [(f.code, f.path) for f in placement_lint.lint_source(text, "model.py", use_cache=False)] == [
+        (f.code, f.path) for f in found]
