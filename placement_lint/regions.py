@@ -36,8 +36,24 @@ _STRONG = re.compile("|".join(re.escape(t) for t in STRONG_TOKENS))
 _SLICING = re.compile(r"\[[^\]]{0,160}?(?::|rank)|narrow\(|chunk\(|split\(")
 _CONTINUATION = re.compile(r"(else|elif|except|finally)\b")
 _DEF = re.compile(r"(async\s+def|def|class)\b")
-#: `NAME = ...token...` / `self.NAME = ...token...`: a name that carries a token's meaning onward
-_ASSIGNED = re.compile(r"^[ \t]*(self\.)?([A-Za-z_]\w*)\s*(?::[^=\n]*)?=[^=\n]*$", re.MULTILINE)
+#: `NAME = ...token...`, `self.NAME = ...token...`, and the tuple forms (`a, self.b = x, y.to_local()`):
+#: the names that carry a token's meaning onward. One `=` on the line (not `==`, not a chain)
+_ASSIGNED = re.compile(r"^[ \t]*(?P<lhs>[\w.,()\[\]* \t]+?)\s*(?::[^=\n]*)?=[^=\n]*$", re.MULTILINE)
+#: one target of a tuple: `NAME` or `self.NAME`, possibly starred
+_TARGET = re.compile(r"\s*\*?\s*(self\.)?([A-Za-z_]\w*)\s*")
+
+
+def _targets(lhs: str) -> list[tuple[bool, str]]:
+    """(is `self.` attribute, name) of each plain target of an assignment's left side; none when
+    its brackets do not balance (`f(a, b=x)` read from the line start is a keyword argument)."""
+    if lhs.count("(") != lhs.count(")") or lhs.count("[") != lhs.count("]"):
+        return []
+    out = []
+    for item in lhs.replace("(", " ").replace(")", " ").replace("[", " ").replace("]", " ").split(","):
+        m = _TARGET.fullmatch(item)
+        if m is not None:
+            out.append((bool(m.group(1)), m.group(2)))
+    return out
 #: a module-level statement longer than this with no token is blanked (big tables, docs)
 MAX_PLAIN_STATEMENT_LINES = 40
 
@@ -191,8 +207,8 @@ def _carriers(text: str, strong: _Hits, rank: _Hits, a: int, b: int, attrs: bool
             done.add(start)
             end = text.find("\n", t, b)
             m = _ASSIGNED.match(text, start, b if end == -1 else end)
-            if m is not None and bool(m.group(1)) == attrs:
-                names.append(("self." if attrs else "") + m.group(2))
+            if m is not None:
+                names.extend(("self." if attrs else "") + name for on_self, name in _targets(m.group("lhs")) if on_self == attrs)
     return out
 
 

@@ -31,6 +31,22 @@ def test_fixture_findings_equal_markers(monkeypatch):
     assert report.errors == []
 
 
+def test_marked_confidences_hold(monkeypatch):
+    """A marker that names a confidence (`# expect: DTP101 high`) is met at exactly that one."""
+    monkeypatch.chdir(REPO)
+    report = lint(["fixtures"], load_config(REPO), use_cache=False, cwd=REPO)
+    got = {(f.path, f.line, f.code): str(f.confidence) for f in report.findings}
+    marked = {}
+    for path in sorted((REPO / "fixtures").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        for line, code, conf in expected_markers(path.read_text()):
+            if conf:
+                marked[(rel, line, code)] = conf
+    assert len(marked) >= 5
+    wrong = {k: (v, got.get(k)) for k, v in marked.items() if got.get(k) != v}
+    assert wrong == {}, wrong
+
+
 def test_fixed_twins_and_negatives_are_silent_even_at_low_confidence_for_their_bug(monkeypatch):
     monkeypatch.chdir(REPO)
     config = load_config(REPO)

@@ -199,3 +199,37 @@ def test_string_lines_match_the_tokenizer_on_the_fixtures():
     for path in files:
         text = path.read_text()
         assert _string_lines(text) == _tokenize_string_lines(text), path
+
+
+def test_tuple_targets_carry_a_token_to_the_code_that_reads_them():
+    """`self.a, self.b = x.to_local(), y` makes `self.b` a carrier as `self.b = x.to_local()`
+    does: the method that reads it is parsed; a keyword argument read from the line start
+    (`f(a, b=x.to_local())`) assigns nothing."""
+    text = textwrap.dedent("""
+        import torch
+
+        g, h = torch.zeros(1), DT.to_local()
+        call(a, k=DT.to_local())
+
+
+        def reads_h(x):
+            return x * h
+
+
+        def reads_k(x):
+            return x * k
+
+
+        class M:
+            def __init__(self, dt):
+                self.a, (self.b, c) = dt.to_local(), (1, 2)
+
+            def reads_b(self, x):
+                return x * self.b
+
+            def unrelated(self, x):
+                return x + 1
+    """)
+    kept = "".join(src for _, src, _ in select_blocks(text))
+    assert "def reads_h" in kept and "return x * self.b" in kept
+    assert "def reads_k" not in kept and "return x + 1" not in kept

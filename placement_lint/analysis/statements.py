@@ -31,7 +31,10 @@ class StatementsMixin:
             for dec in stmt.decorators:
                 self.expr(dec.decorator, scope)
             scope.env[stmt.name.value] = V(kind="function")
-            self.defer((self.block_index, stmt, scope, symbol, None, guard))
+            # a closure in a method reads the method's `self`: its attributes are the class's
+            # (unless it names a `self` of its own)
+            own_self = any(p.name.value in ("self", "cls") for p in (*stmt.params.posonly_params, *stmt.params.params))
+            self.defer((self.block_index, stmt, scope, symbol, None if own_self else scope.cls, guard))
         elif isinstance(stmt, cst.ClassDef):
             self.class_def(stmt, scope)
         elif isinstance(stmt, cst.If):
@@ -207,7 +210,8 @@ class StatementsMixin:
             guard = "below_autograd"  # a DDP communication hook: runs on gradients, in backward
         scope = Scope(symbol, parent, cls, guard)
         static = any((dotted(d.decorator) or "") in ("staticmethod", "functools.staticmethod") for d in fn.decorators)
-        self.bind_params(params, scope, symbol, method=cls is not None and not static)
+        closure = cls is not None and parent.cls is cls  # defined in a method (or a closure of one)
+        self.bind_params(params, scope, symbol, method=cls is not None and not static and not closure)
         self.block(fn.body.body, scope)
 
     def decorator_guard(self, fn: cst.FunctionDef, cls: "ClassInfo | None" = None) -> str:
