@@ -598,6 +598,10 @@ def lint(
         store.close()  # the pool, if a phase started one, serves no later phase
 
     findings = list(run_rules(index, config)) if facts else []
+    parsed = sum(1 for f in facts.values() if f.get("parsed"))
+    # the findings carry all the report needs: the facts (most of a big file's memory) go now
+    index = None
+    facts.clear()
     findings.sort(key=Finding.sort_key)
     if any((f.fix or {}).get("imports") or (f.fix or {}).get("add_keyword") for f in findings):
         from placement_lint.fixes import complete_imports
@@ -607,7 +611,7 @@ def lint(
         findings=findings,
         errors=errors,
         files_seen=len(files),
-        files_parsed=sum(1 for f in facts.values() if f.get("parsed")),
+        files_parsed=parsed,
         seconds=time.perf_counter() - start,
     )
 
