@@ -7,7 +7,7 @@ import dataclasses
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from placement_lint.errors import ConfigError
 from placement_lint.findings import Confidence

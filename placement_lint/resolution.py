@@ -323,7 +323,7 @@ class Resolver:
 
 
 class NoResolver:
-    """A Resolver that resolves nothing: the index of one file seen alone (engine.alone_has_findings)."""
+    """A Resolver that resolves nothing: the index of one file seen alone (fact_store.alone_has_findings)."""
 
     stored_changed = False
 

@@ -241,14 +241,15 @@ def test_warm_run_reads_no_unchanged_file_and_sees_an_edit(tmp_path, monkeypatch
     import os
 
     import placement_lint.engine as engine
+    import placement_lint.fact_store as fact_store
 
     # enough files for the engine to use its stat manifest (a handful are simply read)
     write(tmp_path, {"m.py": BUG, **{f"plain{i}.py": "x = 1\n" for i in range(engine.MANIFEST_MIN_FILES + 1)}})
     cache = str(tmp_path / "c")
     first = run(["--format", "json", "--cache-dir", cache, "."], tmp_path)
     reads = []
-    real = engine.read_bytes
-    monkeypatch.setattr(engine, "read_bytes", lambda p: reads.append(p) or real(p))
+    real = fact_store.read_bytes
+    monkeypatch.setattr(fact_store, "read_bytes", lambda p: reads.append(p) or real(p))
     second = run(["--format", "json", "--cache-dir", cache, "."], tmp_path)
     assert reads == []  # neither the candidate nor the skipped file was read again
     strip = lambda out: json.loads(out)["findings"]  # noqa: E731

@@ -213,10 +213,10 @@ parallel.POOL_MIN_BYTES = 0  # the workers read the files: the parent reads them
 def _after_phase_one(action: str, early_positions: bool = False) -> str:
     """Driver code: `action` runs once the first pass is done (the first run_rules, before the
     engine re-reads the files with findings for their positions). The workers' early positioning
-    of a file that has a finding on its own (engine.alone_has_findings) is turned off: it would
+    of a file that has a finding on its own (fact_store.alone_has_findings) is turned off: it would
     spare this file the re-read, which is what these tests exercise (a file whose finding needs
     the whole project's index is re-read so), unless `early_positions`."""
-    return POOLED + ("" if early_positions else "import placement_lint.engine\nplacement_lint.engine.alone_has_findings = lambda *a: False\n") + textwrap.dedent(f"""
+    return POOLED + ("" if early_positions else "import placement_lint.fact_store\nplacement_lint.fact_store.alone_has_findings = lambda *a: False\n") + textwrap.dedent(f"""
         import os
         import placement_lint.engine as engine
         _real, _done = engine.run_rules, []

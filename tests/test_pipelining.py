@@ -1,7 +1,7 @@
 """Work the engine does early, on the worker pool, must change nothing in the report: a file that
-has a finding on its own is positioned in phase one (engine.alone_has_findings), and phase two
+has a finding on its own is positioned in phase one (fact_store.alone_has_findings), and phase two
 b's first round runs on the pool while the parent looks for the files that name a leaky style
-(engine._early_late). Each is checked to happen, and a pooled run against a one-process run."""
+(fact_store.start_early_late). Each is checked to happen, and a pooled run against a one-process run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from placement_lint import engine, parallel
+from placement_lint import engine, fact_store, parallel
 from placement_lint.config import load_config
 from placement_lint.facts import SKIP_TEST_RANK, file_facts
 from placement_lint.findings import Confidence
@@ -60,7 +60,7 @@ LOW_ONLY = textwrap.dedent("""
 ])
 def test_alone_has_findings(source, mode, expected):
     facts = file_facts(source.encode(), mode)
-    assert engine.alone_has_findings("m.py", facts, mode) is expected
+    assert fact_store.alone_has_findings("m.py", facts, mode) is expected
 
 
 def _tree(root: Path) -> Path:
@@ -89,7 +89,7 @@ def test_pooled_run_does_the_early_work_and_reports_the_same(tmp_path, monkeypat
     root = _tree(tmp_path / "tree")
     monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 0)  # a small tree: make jobs=2 use the pool
     early: list = []
-    started = engine._early_late
+    started = fact_store.start_early_late
 
     def spy(*args):
         out = started(*args)
@@ -103,14 +103,14 @@ def test_pooled_run_does_the_early_work_and_reports_the_same(tmp_path, monkeypat
         modes.extend(m for _, _, m in items)
         return facts_for(self, items)
 
-    monkeypatch.setattr(engine, "_early_late", spy)
+    monkeypatch.setattr(engine, "start_early_late", spy)
     monkeypatch.setattr(engine.FactStore, "facts_for", record)
     pooled = _run(root, monkeypatch, 2, min_confidence)
     assert early and early[0] == ["pkg/b.py"], early  # phase two b's first round, started early
     # the files with a finding of their own were positioned by the workers: phase three has
     # nothing left to position
     assert not any(m.startswith("positions") for m in modes), modes
-    monkeypatch.setattr(engine, "_early_late", started)
+    monkeypatch.setattr(engine, "start_early_late", started)
     serial = _run(root, monkeypatch, 1, min_confidence)
     assert json.dumps(pooled, sort_keys=True) == json.dumps(serial, sort_keys=True)
     found = {(f["path"], f["code"]) for f in serial["findings"]}
@@ -122,7 +122,7 @@ def test_pooled_run_does_the_early_work_and_reports_the_same(tmp_path, monkeypat
 def test_no_pool_no_early_round(tmp_path, monkeypatch):
     root = _tree(tmp_path / "tree")
     calls: list = []
-    started = engine._early_late
-    monkeypatch.setattr(engine, "_early_late", lambda *a: calls.append(started(*a)) or calls[-1])
+    started = fact_store.start_early_late
+    monkeypatch.setattr(engine, "start_early_late", lambda *a: calls.append(started(*a)) or calls[-1])
     _run(root, monkeypatch, 1, Confidence.MEDIUM)
     assert calls == [None]  # in one process a thread would only contend for the interpreter

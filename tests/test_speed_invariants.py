@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from placement_lint import engine, facts as facts_mod
+from placement_lint import engine, fact_store, facts as facts_mod
 from placement_lint.config import load_config
 from placement_lint.findings import Confidence
 
@@ -599,14 +599,14 @@ def test_small_tree_runs_in_process_even_with_explicit_jobs(fixtures_copy, monke
 def _deny_reads(monkeypatch, *names: str) -> None:
     """Files whose stat works but whose read fails (as root, chmod 000 would not stop a read).
     The forked workers inherit the patch."""
-    real = engine.read_bytes
+    real = fact_store.read_bytes
 
     def read_bytes(path):
         if Path(path).name in names:
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
-    monkeypatch.setattr(engine, "read_bytes", read_bytes)
+    monkeypatch.setattr(fact_store, "read_bytes", read_bytes)
 
 
 @pytest.mark.parametrize("min_confidence", [Confidence.LOW, Confidence.MEDIUM])
@@ -684,8 +684,8 @@ def test_pooled_cold_run_fills_cache_and_manifest_for_warm_and_partly_warm_runs(
     assert cold == canonical(run_lint(gen_tree, monkeypatch, jobs=1, use_cache=False, min_confidence=min_confidence))
 
     reads: list[str] = []
-    real = engine.read_bytes
-    monkeypatch.setattr(engine, "read_bytes", lambda p: reads.append(Path(p).name) or real(p))
+    real = fact_store.read_bytes
+    monkeypatch.setattr(fact_store, "read_bytes", lambda p: reads.append(Path(p).name) or real(p))
     spy = FactsSpy(monkeypatch)
     executors = PoolSpy(monkeypatch)
     assert canonical(run_lint(gen_tree, monkeypatch, jobs=2, **kw)) == cold
