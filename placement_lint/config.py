@@ -51,6 +51,7 @@ _KEYS = {
     "min-confidence": "min_confidence",
     "per-file-ignores": "per_file_ignores",
     "respect-gitignore": "respect_gitignore",
+    "max-file-size": "max_file_size",
 }
 _ATTR_TO_KEY = {attr: key for key, attr in _KEYS.items()}
 # Changing any of these invalidates the resolved selector cache.
@@ -66,6 +67,7 @@ class Config:
     min_confidence: Confidence = Confidence.MEDIUM
     per_file_ignores: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     respect_gitignore: bool = True
+    max_file_size: int | None = None  # bytes; None: PLACEMENT_LINT_MAX_FILE_SIZE or 64 MiB
     root: Path = dataclasses.field(default_factory=Path.cwd)  # directory of the config file used
     source: Path | None = None  # the config file used, if any
     extend_select: list[str] = dataclasses.field(default_factory=list)
@@ -265,6 +267,15 @@ def _convert(attr: str, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {_type_name(value)}")
         return value
+    if attr == "max_file_size":
+        from placement_lint.source_text import parse_size
+
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{where}: expected a positive size in bytes, got {_type_name(value)}")
+        size = (value if value > 0 else None) if isinstance(value, int) else parse_size(value)
+        if size is None:
+            raise ConfigError(f"{where}: expected a positive size in bytes (67108864, or a string like \"64M\"), got {value!r}")
+        return size
     if attr == "per_file_ignores":
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table of glob pattern = [rule selectors], got {_type_name(value)}")

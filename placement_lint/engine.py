@@ -49,6 +49,9 @@ def lint(
     from placement_lint.source_text import max_file_size, not_regular
 
     start = time.perf_counter()
+    from placement_lint import source_text
+
+    source_text.configured_max[0] = getattr(config, "max_file_size", None)
     max_file_size()  # a bad PLACEMENT_LINT_MAX_FILE_SIZE is a usage error before any work
     cwd = (cwd or Path.cwd()).resolve()
     if str(cwd) != os.path.realpath(os.getcwd()):

@@ -3,7 +3,8 @@
 Reading (`read_source`): only regular files are read. The file is opened with O_NONBLOCK (a FIFO
 then opens at once instead of waiting for a writer) and the *descriptor* is fstat'ed before any
 read, so a path swapped for a FIFO or a device between a stat and the open is refused too, never
-read. At most `max_file_size()` bytes are read (`PLACEMENT_LINT_MAX_FILE_SIZE`, default 64 MiB):
+read. At most `max_file_size()` bytes are read (`PLACEMENT_LINT_MAX_FILE_SIZE`, else the
+configuration's `max-file-size`, default 64 MiB):
 `/dev/zero` behind a symlink, or a generated file of gigabytes, costs an error entry, not the run.
 
 Decoding (`decode`): as CPython reads source (PEP 263, `tokenize.detect_encoding`): UTF-8 unless
@@ -30,17 +31,31 @@ DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
+#: the configuration's `max-file-size` for the run under way (engine.lint sets it before any
+#: file is read; the pool's workers, forked after, inherit it). None: not configured
+configured_max: list[int | None] = [None]
+
+
 def max_file_size() -> int:
-    """The most bytes read from one file: `PLACEMENT_LINT_MAX_FILE_SIZE`, else 64 MiB.
-    Raises UsageError for a value that is not a positive size."""
+    """The most bytes read from one file: `PLACEMENT_LINT_MAX_FILE_SIZE` (this invocation's
+    word), else the configuration's `max-file-size`, else 64 MiB. Raises UsageError for an
+    environment value that is not a positive size."""
     raw = os.environ.get(MAX_FILE_SIZE_ENV, "").strip()
     if not raw:
-        return DEFAULT_MAX_FILE_SIZE
-    number, unit = raw.upper().removesuffix("B").removesuffix("I"), ""
+        return configured_max[0] or DEFAULT_MAX_FILE_SIZE
+    size = parse_size(raw)
+    if size is None:
+        raise UsageError(f"{MAX_FILE_SIZE_ENV}={raw!r}: expected a positive size in bytes (e.g. 67108864 or 64M)")
+    return size
+
+
+def parse_size(raw: str) -> int | None:
+    """A positive size in bytes from `123`, `64M`, `64MiB`, `1g`...; None if it is not one."""
+    number, unit = raw.strip().upper().removesuffix("B").removesuffix("I"), ""
     if number[-1:] in ("K", "M", "G"):
         number, unit = number[:-1], number[-1]
     if not number.strip().isdigit() or int(number) <= 0:
-        raise UsageError(f"{MAX_FILE_SIZE_ENV}={raw!r}: expected a positive size in bytes (e.g. 67108864 or 64M)")
+        return None
     return int(number) * _UNITS[unit]
 
 
@@ -69,7 +84,7 @@ def not_regular(mode: int) -> str | None:
 
 def too_large(size: int, limit: int) -> str:
     return (f"file is {size} bytes, over the maximum of {limit} bytes read per file "
-            f"(set {MAX_FILE_SIZE_ENV} to raise it)")
+            f"(set max-file-size in the configuration, or {MAX_FILE_SIZE_ENV}, to raise it)")
 
 
 def os_reason(exc: OSError, path: str | os.PathLike | None = None) -> str:

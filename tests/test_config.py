@@ -250,6 +250,10 @@ def test_unknown_key_suggests(tmp_path):
         ("min-confidence = 'hgih'", "[tool.placement-lint] min-confidence: unknown confidence 'hgih'"),
         ("per-file-ignores = ['x']", "[tool.placement-lint] per-file-ignores: expected a table"),
         ("per-file-ignores = {'t/*' = 'DTP1'}", "[tool.placement-lint] per-file-ignores.'t/*': expected a list of strings"),
+        ("max-file-size = 'lots'", "[tool.placement-lint] max-file-size: expected a positive size in bytes (67108864, or a string like \"64M\"), got 'lots'"),
+        ("max-file-size = 0", "[tool.placement-lint] max-file-size: expected a positive size in bytes (67108864, or a string like \"64M\"), got 0"),
+        ("max-file-size = true", "[tool.placement-lint] max-file-size: expected a positive size in bytes, got a boolean"),
+        ("max-file-size = 1.5", "[tool.placement-lint] max-file-size: expected a positive size in bytes, got a float"),
     ],
 )
 def test_wrong_types(tmp_path, body, expected):
@@ -302,3 +306,9 @@ def test_real_rules_resolve(monkeypatch):
     assert {"DTP000", "DTP101", "DTP102", "DTP103", "DTP201"} <= codes
     cfg = Config(select=["to-local-without-grad-placements", "DTP2"], ignore=["parse-error"])
     assert {c for c in codes if cfg.rule_enabled(c, "a.py")} == {"DTP101", "DTP201"}
+
+
+@pytest.mark.parametrize("value, size", [("1048576", 1048576), ("'64M'", 64 * 1024**2), ("'2GiB'", 2 * 1024**3), ("'8k'", 8192)])
+def test_max_file_size(tmp_path, value, size):
+    (tmp_path / "pyproject.toml").write_text(f"[tool.placement-lint]\nmax-file-size = {value}\n")
+    assert load_config(tmp_path).max_file_size == size

@@ -185,7 +185,26 @@ def test_a_file_over_the_size_limit_is_an_error_with_its_size(tmp_path):
     assert proc.returncode == 2
     assert REAL in findings(data)  # 2 kB: under the limit
     assert errors(data) == {"huge.py": "cannot read file: file is 10001 bytes, over the maximum of 8192 bytes read "
-                                       "per file (set PLACEMENT_LINT_MAX_FILE_SIZE to raise it)"}
+                                       "per file (set max-file-size in the configuration, or PLACEMENT_LINT_MAX_FILE_SIZE, to raise it)"}
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_the_size_limit_from_the_configuration(tmp_path, jobs):
+    """`max-file-size` in the configuration sets the limit (in the workers too); the environment
+    variable, this invocation's word, wins over it."""
+    root = project(tmp_path)
+    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n\n[tool.placement-lint]\nmax-file-size = \"8K\"\n")
+    (root / "huge.py").write_bytes(b"# " + b"x" * 9_998 + b"\n")
+    for i in range(4):  # enough bytes for the pool, when allowed
+        shutil.copy(BUGGY, root / f"copy{i}.py")
+    driver = "" if jobs == "1" else POOLED
+    proc, data = lint_json(root, "--no-cache", "--jobs", jobs, ".", driver=driver)
+    assert proc.returncode == 2
+    assert REAL in findings(data)
+    assert errors(data) == {"huge.py": "cannot read file: file is 10001 bytes, over the maximum of 8192 bytes read "
+                                       "per file (set max-file-size in the configuration, or PLACEMENT_LINT_MAX_FILE_SIZE, to raise it)"}
+    proc, data = lint_json(root, "--no-cache", "--jobs", jobs, ".", driver=driver, env=_env(PLACEMENT_LINT_MAX_FILE_SIZE="1M"))
+    assert proc.returncode == 1 and errors(data) == {}
 
 
 def test_a_bad_size_limit_is_a_usage_error(tmp_path):
