@@ -52,6 +52,7 @@ _KEYS = {
     "per-file-ignores": "per_file_ignores",
     "respect-gitignore": "respect_gitignore",
     "max-file-size": "max_file_size",
+    "file-timeout": "file_timeout",
 }
 _ATTR_TO_KEY = {attr: key for key, attr in _KEYS.items()}
 # Changing any of these invalidates the resolved selector cache.
@@ -68,6 +69,7 @@ class Config:
     per_file_ignores: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     respect_gitignore: bool = True
     max_file_size: int | None = None  # bytes; None: PLACEMENT_LINT_MAX_FILE_SIZE or 64 MiB
+    file_timeout: float | None = None  # seconds a file's analysis may take on the pool; 0: no limit
     root: Path = dataclasses.field(default_factory=Path.cwd)  # directory of the config file used
     source: Path | None = None  # the config file used, if any
     extend_select: list[str] = dataclasses.field(default_factory=list)
@@ -276,6 +278,11 @@ def _convert(attr: str, value: Any, where: str) -> Any:
         if size is None:
             raise ConfigError(f"{where}: expected a positive size in bytes (67108864, or a string like \"64M\"), got {value!r}")
         return size
+    if attr == "file_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ConfigError(f"{where}: expected a number of seconds (0: no limit), got "
+                              + (repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _type_name(value)))
+        return float(value)
     if attr == "per_file_ignores":
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table of glob pattern = [rule selectors], got {_type_name(value)}")

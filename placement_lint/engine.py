@@ -51,8 +51,12 @@ def lint(
     start = time.perf_counter()
     from placement_lint import source_text
 
+    from placement_lint import parallel
+
     source_text.configured_max[0] = getattr(config, "max_file_size", None)
+    parallel.configured_timeout[0] = getattr(config, "file_timeout", None)
     max_file_size()  # a bad PLACEMENT_LINT_MAX_FILE_SIZE is a usage error before any work
+    parallel.item_timeout()  # and so is a bad PLACEMENT_LINT_FILE_TIMEOUT
     cwd = (cwd or Path.cwd()).resolve()
     if str(cwd) != os.path.realpath(os.getcwd()):
         # the API's `cwd`: relative paths name files under it, not under this process's directory

@@ -34,11 +34,17 @@ def compute_facts(items: Sequence[tuple[str, bytes, str]]) -> list[dict[str, Any
 
 def crashed_facts(reason: str) -> dict[str, Any]:
     """The facts of a file whose analysis killed the process analysing it (a native crash: the
-    depth guard keeps LibCST from what is known to crash it), alone in a fresh process too."""
+    depth guard keeps LibCST from what is known to crash it), alone in a fresh process too, or
+    took longer than the per-file time limit (its worker was killed)."""
     from placement_lint.facts import EMPTY
+    from placement_lint.parallel import TIMED_OUT
 
-    return {**EMPTY, "parsed": True, "crashed": True, "error": {"line": 1, "column": 1, "message":
-            f"parser crashed ({reason}): the process analysing this file died, twice; not analysed"}}
+    if reason.startswith(TIMED_OUT):
+        message = (f"analysis {reason} (the per-file time limit: file-timeout in the configuration, "
+                   f"or PLACEMENT_LINT_FILE_TIMEOUT); not analysed")
+    else:
+        message = f"parser crashed ({reason}): the process analysing this file died, twice; not analysed"
+    return {**EMPTY, "parsed": True, "crashed": True, "error": {"line": 1, "column": 1, "message": message}}
 
 
 def read_error(shown: str, exc: BaseException | str) -> dict[str, Any]:
@@ -233,9 +239,9 @@ class FactStore:
     def pool(self):
         """The run's worker pool (parallel.Pool: its processes start on first need)."""
         if self._pool is None:
-            from placement_lint.parallel import Pool
+            from placement_lint.parallel import Pool, item_timeout
 
-            self._pool = Pool(self.jobs)
+            self._pool = Pool(self.jobs, item_timeout())
         return self._pool
 
     @property

@@ -17,6 +17,38 @@ from typing import Any, Callable, Sequence
 POOL_MIN_BYTES = 400_000
 
 
+#: the most seconds one item (a file's analysis) may take on the pool before its worker is killed
+#: and the item reported as too slow (`file-timeout` in the configuration, or this variable;
+#: "0" or "off": no limit). Generous: analysis is linear in a file's size (a 20 MB file dense with
+#: findings takes about 4 minutes), so only a pathological input reaches it
+ITEM_TIMEOUT_ENV = "PLACEMENT_LINT_FILE_TIMEOUT"
+DEFAULT_ITEM_TIMEOUT = 900.0
+#: the configuration's `file-timeout` for the run under way (engine.lint sets it); None: not set
+configured_timeout: list[float | None] = [None]
+#: how a too-slow item's reason starts (engine.crashed_facts words its DTP000 from it)
+TIMED_OUT = "timed out"
+
+
+def item_timeout() -> float | None:
+    """Seconds an item may take on the pool (None: unbounded). Raises UsageError for an
+    environment value that is not a number of seconds."""
+    raw = os.environ.get(ITEM_TIMEOUT_ENV, "").strip().lower()
+    if not raw:
+        value = configured_timeout[0]
+        return DEFAULT_ITEM_TIMEOUT if value is None else (value or None)
+    if raw == "off":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        from placement_lint.errors import UsageError
+
+        raise UsageError(f"{ITEM_TIMEOUT_ENV}={raw!r}: expected a number of seconds (0 or off: no limit)")
+    return value or None
+
+
 def default_jobs() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -32,8 +64,10 @@ class Pool:
     engine's phase one hands the workers paths weighted by file size, `map_weighted`: the workers
     read and prefilter the files themselves.)"""
 
-    def __init__(self, jobs: int | None):
+    def __init__(self, jobs: int | None, timeout: float | None = None):
         self.workers = default_jobs() if not jobs else jobs
+        self.timeout = timeout  # seconds one item may take (None: no limit)
+        self.timed_out: set[int] = set()  # item indices of this map whose worker was killed for time
         self._executor = None
         self._track: str | None = None  # the folder where workers record their current item
         self._size = 0
@@ -75,6 +109,7 @@ class Pool:
         results: list = [None] * len(items)
         todo = list(range(len(items)))
         done = 0
+        self.timed_out = set()
         while todo:
             executor = self._executor or self._start(min(self.workers, len(todo)))
             lost = self._run(executor, fn, items, weights, todo, per_worker, results, progress, done)
@@ -85,7 +120,10 @@ class Pool:
             suspects = self._in_progress() & set(lost)
             self._discard()
             for i in sorted(suspects or lost):  # (no suspect known: every lost item alone)
-                results[i] = isolated(fn, items[i], on_crash)
+                if i in self.timed_out:  # (not run again: it would take as long)
+                    results[i] = _crashed(on_crash, items[i], f"{TIMED_OUT} after {self.timeout:g} s")
+                else:
+                    results[i] = isolated(fn, items[i], on_crash, self.timeout)
                 done += 1
                 if progress is not None:
                     progress(done, len(items))
@@ -96,7 +134,6 @@ class Pool:
     def _run(self, executor, fn, items, weights, todo, per_worker, results, progress, done) -> list[int]:
         """One pooled pass over the item indices `todo`; the indices whose results were lost to
         a broken pool (empty when none)."""
-        from concurrent.futures import as_completed
         from concurrent.futures.process import BrokenProcessPool
 
         n = self._size
@@ -116,7 +153,7 @@ class Pool:
                 futures[executor.submit(_tracked, fn, [items[i] for i in b], b, self._track)] = b
             except BrokenProcessPool:
                 lost.extend(b)
-        for fut in as_completed(futures):
+        for fut in self._completed(futures):
             b = futures[fut]
             try:
                 batch = fut.result()
@@ -129,6 +166,43 @@ class Pool:
             if progress is not None:
                 progress(done, len(items))
         return lost
+
+    def _completed(self, futures):
+        """as_completed(futures), and with a timeout, a check every second for a worker that has
+        been on one item too long: it is killed (the pool breaks; map_weighted then reports that
+        item as too slow and reruns the others)."""
+        from concurrent.futures import FIRST_COMPLETED, as_completed, wait
+
+        if not self.timeout or self._track is None:
+            yield from as_completed(futures)
+            return
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=min(1.0, self.timeout), return_when=FIRST_COMPLETED)
+            yield from finished
+            if pending:
+                self._kill_overdue()
+
+    def _kill_overdue(self) -> None:
+        """Kill the workers whose current item started more than `timeout` seconds ago (a
+        record's mtime is when its worker wrote the item's index, just before starting it)."""
+        import time
+
+        now = time.time()
+        for name in os.listdir(self._track):
+            path = os.path.join(self._track, name)
+            try:
+                started = os.stat(path).st_mtime
+                with open(path, "rb") as fh:
+                    index = int(fh.read().strip() or b"-1")
+            except (OSError, ValueError):
+                continue
+            if index >= 0 and now - started > self.timeout:
+                self.timed_out.add(index)
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
 
     def _in_progress(self) -> set[int]:
         """The item indices the pool's workers had started and not finished (their records)."""
@@ -185,8 +259,16 @@ def crash_reason(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
-def isolated(fn: Callable[[list], list], item: Any, on_crash: Callable[[Any, str], Any] | None) -> Any:
-    """fn([item])[0] in a fresh process of its own: a crash there ends only that process."""
+def _crashed(on_crash: Callable[[Any, str], Any] | None, item: Any, reason: str) -> Any:
+    if on_crash is None:
+        raise WorkerCrash(f"a worker process crashed ({reason})")
+    return on_crash(item, reason)
+
+
+def isolated(fn: Callable[[list], list], item: Any, on_crash: Callable[[Any, str], Any] | None,
+             timeout: float | None = None) -> Any:
+    """fn([item])[0] in a fresh process of its own: a crash there ends only that process, and
+    so does taking longer than `timeout` seconds."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
@@ -194,18 +276,21 @@ def isolated(fn: Callable[[list], list], item: Any, on_crash: Callable[[Any, str
     proc = ctx.Process(target=_isolated_main, args=(fn, item, send), daemon=True)
     proc.start()
     send.close()
+    slow = False
     try:
-        ok, value = receive.recv()
+        if timeout and not receive.poll(timeout):
+            slow = True
+            proc.kill()
+            ok, value = None, None
+        else:
+            ok, value = receive.recv()
     except EOFError:  # it died before answering
         ok, value = None, None
     finally:
         receive.close()
         proc.join()
     if ok is None:
-        reason = crash_reason(proc.exitcode)
-        if on_crash is None:
-            raise WorkerCrash(f"a worker process crashed ({reason})")
-        return on_crash(item, reason)
+        return _crashed(on_crash, item, f"{TIMED_OUT} after {timeout:g} s" if slow else crash_reason(proc.exitcode))
     if not ok:
         raise value
     return value

@@ -6,7 +6,7 @@ import pytest
 
 import placement_lint.rule as rule_mod
 from placement_lint.config import DEFAULT_EXCLUDE, Config, find_config_file, load_config
-from placement_lint.errors import ConfigError
+from placement_lint.errors import ConfigError, UsageError
 from placement_lint.findings import Confidence
 from placement_lint.rule import Rule
 
@@ -254,6 +254,8 @@ def test_unknown_key_suggests(tmp_path):
         ("max-file-size = 0", "[tool.placement-lint] max-file-size: expected a positive size in bytes (67108864, or a string like \"64M\"), got 0"),
         ("max-file-size = true", "[tool.placement-lint] max-file-size: expected a positive size in bytes, got a boolean"),
         ("max-file-size = 1.5", "[tool.placement-lint] max-file-size: expected a positive size in bytes, got a float"),
+        ("file-timeout = -1", "[tool.placement-lint] file-timeout: expected a number of seconds (0: no limit), got -1"),
+        ("file-timeout = '10s'", "[tool.placement-lint] file-timeout: expected a number of seconds (0: no limit), got a string"),
     ],
 )
 def test_wrong_types(tmp_path, body, expected):
@@ -312,3 +314,24 @@ def test_real_rules_resolve(monkeypatch):
 def test_max_file_size(tmp_path, value, size):
     (tmp_path / "pyproject.toml").write_text(f"[tool.placement-lint]\nmax-file-size = {value}\n")
     assert load_config(tmp_path).max_file_size == size
+
+
+def test_file_timeout(tmp_path, monkeypatch):
+    from placement_lint import parallel
+
+    (tmp_path / "pyproject.toml").write_text("[tool.placement-lint]\nfile-timeout = 30\n")
+    assert load_config(tmp_path).file_timeout == 30.0
+    monkeypatch.delenv(parallel.ITEM_TIMEOUT_ENV, raising=False)
+    monkeypatch.setattr(parallel, "configured_timeout", [None])
+    assert parallel.item_timeout() == parallel.DEFAULT_ITEM_TIMEOUT
+    monkeypatch.setattr(parallel, "configured_timeout", [30.0])
+    assert parallel.item_timeout() == 30.0
+    monkeypatch.setattr(parallel, "configured_timeout", [0.0])
+    assert parallel.item_timeout() is None  # 0: no limit
+    monkeypatch.setenv(parallel.ITEM_TIMEOUT_ENV, "5")  # the variable wins over the file
+    assert parallel.item_timeout() == 5.0
+    monkeypatch.setenv(parallel.ITEM_TIMEOUT_ENV, "off")
+    assert parallel.item_timeout() is None
+    monkeypatch.setenv(parallel.ITEM_TIMEOUT_ENV, "soon")
+    with pytest.raises(UsageError, match="PLACEMENT_LINT_FILE_TIMEOUT='soon': expected a number of seconds"):
+        parallel.item_timeout()

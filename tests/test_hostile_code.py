@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -173,6 +174,22 @@ def test_a_native_parser_crash_costs_only_its_file(tmp_path):
     refused(found, "crash.py", 5, "brackets nested 1,301 deep at line 5", "not analysed")
 
 
+def test_a_file_slower_than_the_time_limit_costs_only_its_file(tmp_path):
+    """A file whose analysis takes longer than the per-file limit (here 1 s; the default is 15
+    minutes) has its worker killed and becomes one DTP000 saying so; it is not run again, and
+    every other file is reported."""
+    slow = hostile.dense(600_000)  # several seconds of analysis here
+    files = {"slow.py": slow, "padding.py": padding()}
+    files.update({f"copy{i}.py": FIXTURE for i in range(4)})
+    write(tmp_path, files)
+    start = time.monotonic()
+    found = lint(tmp_path, "--jobs", "2", env={"PLACEMENT_LINT_FILE_TIMEOUT": "1"})
+    refused(found, "slow.py", 1, "analysis timed out after 1 s", "file-timeout", "not analysed")
+    for i in range(4):
+        analysed(found, f"copy{i}.py")
+    assert time.monotonic() - start < 60
+
+
 # -- the pieces, directly ------------------------------------------------------------------------
 
 
@@ -187,6 +204,34 @@ def _kill_on_marker(items: list) -> list:
             os.kill(os.getpid(), signal.SIGSEGV)
         out.append(item.upper())
     return out
+
+
+def _sleep_on_marker(items: list) -> list:
+    """A pool function that never ends on the item "slow"."""
+    out = []
+    for item in items:
+        if item == "slow":
+            time.sleep(120)
+        out.append(item.upper())
+    return out
+
+
+def test_pool_kills_a_worker_stuck_on_one_item():
+    from placement_lint.parallel import Pool, isolated
+
+    items = [f"item{i}" for i in range(30)]
+    items[11] = "slow"
+    pool = Pool(2, timeout=1.0)
+    start = time.monotonic()
+    try:
+        got = pool.map_weighted(_sleep_on_marker, items, [10**6] * len(items),
+                                on_crash=lambda item, reason: f"{item}: {reason}")
+    finally:
+        pool.close()
+    assert got[11] == "slow: timed out after 1 s"
+    assert got[:11] + got[12:] == [i.upper() for i in items[:11] + items[12:]]
+    assert time.monotonic() - start < 30  # killed, and not run a second time
+    assert isolated(_sleep_on_marker, "slow", lambda item, reason: reason, timeout=0.5) == "timed out after 0.5 s"
 
 
 def test_pool_survives_a_dead_worker_and_names_the_item():
