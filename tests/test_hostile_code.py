@@ -216,20 +216,24 @@ def _sleep_on_marker(items: list) -> list:
     return out
 
 
+def _one_bad_item(fn, marker: str, n: int, at: int, pool) -> str:
+    """fn over n items on `pool`, item `at` being `marker`: the others must come back right;
+    returns what the bad one got from on_crash."""
+    items = [f"item{i}" for i in range(n)]
+    items[at] = marker
+    try:
+        got = pool.map_weighted(fn, items, [10**6] * n, on_crash=lambda item, reason: f"{item}: {reason}")
+    finally:
+        pool.close()
+    assert got[:at] + got[at + 1:] == [i.upper() for i in items[:at] + items[at + 1:]]
+    return got[at]
+
+
 def test_pool_kills_a_worker_stuck_on_one_item():
     from placement_lint.parallel import Pool, isolated
 
-    items = [f"item{i}" for i in range(30)]
-    items[11] = "slow"
-    pool = Pool(2, timeout=1.0)
     start = time.monotonic()
-    try:
-        got = pool.map_weighted(_sleep_on_marker, items, [10**6] * len(items),
-                                on_crash=lambda item, reason: f"{item}: {reason}")
-    finally:
-        pool.close()
-    assert got[11] == "slow: timed out after 1 s"
-    assert got[:11] + got[12:] == [i.upper() for i in items[:11] + items[12:]]
+    assert _one_bad_item(_sleep_on_marker, "slow", 30, 11, Pool(2, timeout=1.0)) == "slow: timed out after 1 s"
     assert time.monotonic() - start < 30  # killed, and not run a second time
     assert isolated(_sleep_on_marker, "slow", lambda item, reason: reason, timeout=0.5) == "timed out after 0.5 s"
 
@@ -237,16 +241,9 @@ def test_pool_kills_a_worker_stuck_on_one_item():
 def test_pool_survives_a_dead_worker_and_names_the_item():
     from placement_lint.parallel import Pool, WorkerCrash
 
+    assert _one_bad_item(_kill_on_marker, "crash", 40, 17, Pool(2)) == "crash: signal 11: SIGSEGV"
     items = [f"item{i}" for i in range(40)]
     items[17] = "crash"
-    pool = Pool(2)
-    try:
-        got = pool.map_weighted(_kill_on_marker, items, [10**6] * len(items),
-                                on_crash=lambda item, reason: f"{item}: {reason}")
-    finally:
-        pool.close()
-    assert got[17] == "crash: signal 11: SIGSEGV"
-    assert got[:17] + got[18:] == [i.upper() for i in items[:17] + items[18:]]
     pool = Pool(2)
     try:
         with pytest.raises(WorkerCrash, match="signal 11"):  # no on_crash: said, not swallowed
