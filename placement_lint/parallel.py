@@ -24,7 +24,7 @@ POOL_MIN_BYTES = 400_000
 ITEM_TIMEOUT_ENV = "PLACEMENT_LINT_FILE_TIMEOUT"
 DEFAULT_ITEM_TIMEOUT = 900.0
 #: the configuration's `file-timeout` for the run under way (engine.lint sets it); None: not set
-configured_timeout: list[float | None] = [None]
+configured_timeout: float | None = None
 #: how a too-slow item's reason starts (engine.crashed_facts words its DTP000 from it)
 TIMED_OUT = "timed out"
 
@@ -34,8 +34,7 @@ def item_timeout() -> float | None:
     environment value that is not a number of seconds."""
     raw = os.environ.get(ITEM_TIMEOUT_ENV, "").strip().lower()
     if not raw:
-        value = configured_timeout[0]
-        return DEFAULT_ITEM_TIMEOUT if value is None else (value or None)
+        return DEFAULT_ITEM_TIMEOUT if configured_timeout is None else (configured_timeout or None)
     if raw == "off":
         return None
     try:
@@ -121,7 +120,7 @@ class Pool:
             self._discard()
             for i in sorted(suspects or lost):  # (no suspect known: every lost item alone)
                 if i in self.timed_out:  # (not run again: it would take as long)
-                    results[i] = _crashed(on_crash, items[i], f"{TIMED_OUT} after {self.timeout:g} s")
+                    results[i] = _crashed(on_crash, items[i], _slow(self.timeout))
                 else:
                     results[i] = isolated(fn, items[i], on_crash, self.timeout)
                 done += 1
@@ -189,35 +188,34 @@ class Pool:
         import time
 
         now = time.time()
+        for pid, index, started in self._records():
+            if now - started > self.timeout:
+                self.timed_out.add(index)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def _in_progress(self) -> set[int]:
+        """The item indices the pool's workers had started and not finished (their records)."""
+        return {index for _, index, _ in self._records()}
+
+    def _records(self):
+        """(worker pid, item index, when it started: the record's mtime) per worker busy on an
+        item, from the records `_tracked` keeps (one file per worker, named by its pid)."""
+        if self._track is None:
+            return
         for name in os.listdir(self._track):
             path = os.path.join(self._track, name)
             try:
                 started = os.stat(path).st_mtime
                 with open(path, "rb") as fh:
                     index = int(fh.read().strip() or b"-1")
+                pid = int(name)
             except (OSError, ValueError):
                 continue
-            if index >= 0 and now - started > self.timeout:
-                self.timed_out.add(index)
-                try:
-                    os.kill(int(name), signal.SIGKILL)
-                except (OSError, ValueError):
-                    pass
-
-    def _in_progress(self) -> set[int]:
-        """The item indices the pool's workers had started and not finished (their records)."""
-        out: set[int] = set()
-        if self._track is None:
-            return out
-        for name in os.listdir(self._track):
-            try:
-                with open(os.path.join(self._track, name), "rb") as fh:
-                    value = int(fh.read().strip() or b"-1")
-            except (OSError, ValueError):
-                continue
-            if value >= 0:
-                out.add(value)
-        return out
+            if index >= 0:
+                yield pid, index, started
 
     def _discard(self) -> None:
         """Drop a broken pool (its workers are gone); the next pass starts a fresh one."""
@@ -259,6 +257,11 @@ def crash_reason(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+def _slow(seconds: float | None) -> str:
+    """The crash reason of an item that took longer than `seconds`."""
+    return f"{TIMED_OUT} after {seconds:g} s"
+
+
 def _crashed(on_crash: Callable[[Any, str], Any] | None, item: Any, reason: str) -> Any:
     if on_crash is None:
         raise WorkerCrash(f"a worker process crashed ({reason})")
@@ -290,7 +293,7 @@ def isolated(fn: Callable[[list], list], item: Any, on_crash: Callable[[Any, str
         receive.close()
         proc.join()
     if ok is None:
-        return _crashed(on_crash, item, f"{TIMED_OUT} after {timeout:g} s" if slow else crash_reason(proc.exitcode))
+        return _crashed(on_crash, item, _slow(timeout) if slow else crash_reason(proc.exitcode))
     if not ok:
         raise value
     return value
