@@ -212,17 +212,20 @@ def _carriers(text: str, strong: _Hits, rank: _Hits, a: int, b: int, attrs: bool
     return out
 
 
-def _extend(base: re.Pattern, extra: list[str]) -> re.Pattern:
-    if not extra:
-        return base
+def _names(extra: list[str]) -> str:
+    """The regex of carried names (each a whole word at its end)."""
     # no leading \b: a pattern that starts with an assertion is scanned for several times slower
     # (the gates over-approximate; `rank_reaches_slice` checks the start of a name itself)
-    return re.compile(base.pattern + "|" + "|".join(re.escape(e) + r"\b" for e in sorted(set(extra))))
+    return "|".join(re.escape(e) + r"\b" for e in sorted(set(extra)))
 
 
-def _names(extra: list[str]) -> re.Pattern | None:
-    """The pattern of the carried names alone (None when there are none)."""
-    return re.compile("|".join(re.escape(e) + r"\b" for e in sorted(set(extra)))) if extra else None
+def _extend(base: re.Pattern, extra: list[str]) -> re.Pattern:
+    return re.compile(base.pattern + "|" + _names(extra)) if extra else base
+
+
+def _plus(hits: _Hits, names: list[str], text: str, a: int, b: int) -> _Hits:
+    """`hits` and where `names` occur in text[a:b]."""
+    return hits.merged(_Hits.of(re.compile(_names(names)), text, a, b)) if names else hits
 
 
 class _Relevance:
@@ -231,24 +234,18 @@ class _Relevance:
     offsets [a, b) into `text`."""
 
     def __init__(self, text: str, strong: _Hits, rank: _Hits, rank_pattern: "_RankPattern",
-                 base: tuple[_Hits, _Hits] | None = None):
+                 base: tuple[_Hits, _Hits]):
         self.text = text
-        self.strong, self.rank = strong, rank
+        self.strong, self.rank = strong, rank  # tokens and carried names
         # the tokens' own hits, without carried names (a class header, the carriers of a class)
-        self.base_strong, self.base_rank = base if base is not None else (strong, rank)
+        self.base_strong, self.base_rank = base
         self.rank_pattern = rank_pattern  # the rank tokens and rank carriers (rank_reaches_slice)
 
     @classmethod
-    def of(cls, text: str, strong: _Hits, rank: _Hits, strong_names: list[str], rank_names: list[str],
-           a: int = 0, b: int | None = None) -> "_Relevance":
-        """`strong`, `rank` extended by the names carried (searched for in text[a:b])."""
-        more_strong, more_rank = _names(strong_names), _names(rank_names)
-        base = (strong, rank)
-        if more_strong is not None:
-            strong = strong.merged(_Hits.of(more_strong, text, a, b))
-        if more_rank is not None:
-            rank = rank.merged(_Hits.of(more_rank, text, a, b))
-        return cls(text, strong, rank, _RankPattern(rank_names), base)
+    def of(cls, text: str, strong: _Hits, rank: _Hits) -> "_Relevance":
+        """The tokens alone (`strong`, `rank`: their hits in `text`); carried names are added
+        with `extended`."""
+        return cls(text, strong, rank, _RankPattern([]), (strong, rank))
 
     def __call__(self, a: int, b: int, precise: bool = True) -> bool:
         """`precise`: follow the rank's data flow (`rank_flow.rank_reaches_slice`); a class is checked
@@ -260,11 +257,11 @@ class _Relevance:
         return not precise or rank_reaches_slice(self.text[a:b], self.rank_pattern.compiled())
 
     def extended(self, strong_names: list[str], rank_names: list[str], a: int, b: int) -> "_Relevance":
-        """This relevance with more carried names, for the region text[a:b] (a class's members)."""
-        out = _Relevance.of(self.text, self.strong, self.rank, strong_names, rank_names, a, b)
-        out.rank_pattern = self.rank_pattern.plus(rank_names)
-        out.base_strong, out.base_rank = self.base_strong, self.base_rank
-        return out
+        """This relevance with more carried names, for the region text[a:b] (the file, or a
+        class's members)."""
+        return _Relevance(self.text, _plus(self.strong, strong_names, self.text, a, b),
+                          _plus(self.rank, rank_names, self.text, a, b), self.rank_pattern.plus(rank_names),
+                          (self.base_strong, self.base_rank))
 
 
 class _RankPattern:
@@ -352,7 +349,7 @@ def select_blocks(text: str, skip_test_rank: bool = False,
     if fields is None:
         fields = rank_fields(text)[0]
     # names the file fills from a rank API (`tp_rank=mesh.get_local_rank()`) carry a rank too
-    relevant = _Relevance.of(text, strong, rank, carried_strong, carried_rank + sorted(fields))
+    relevant = _Relevance.of(text, strong, rank).extended(carried_strong, carried_rank + sorted(fields), 0, len(text))
     skip = None
     if skip_test_rank and not _STRONG.search(text) and not ("from_local" in text and _FROM_LOCAL_ALIAS.search(text)):
         # nn.Parameter values are the one receiver that makes a test-code rank slice high: where the
