@@ -279,9 +279,10 @@ def _convert(attr: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a positive size in bytes (67108864, or a string like \"64M\"), got {value!r}")
         return size
     if attr == "file_timeout":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ConfigError(f"{where}: expected a number of seconds (0: no limit), got "
-                              + (repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _type_name(value)))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number of seconds (0: no limit), got {_type_name(value)}")
+        if not value >= 0:  # (a NaN too)
+            raise ConfigError(f"{where}: expected a number of seconds (0: no limit), got {value!r}")
         return float(value)
     if attr == "per_file_ignores":
         if not isinstance(value, dict):

@@ -43,20 +43,17 @@ def lint(
 ) -> Report:
     """`overlay`: {path: bytes} analysed instead of what the disk holds (an editor's unsaved
     buffer, stdin); such a path need not exist."""
-    from placement_lint import prefilter
+    from placement_lint import parallel, prefilter, source_text
     from placement_lint.discovery import discover
-
-    from placement_lint.source_text import max_file_size, not_regular
+    from placement_lint.source_text import not_regular
 
     start = time.perf_counter()
-    from placement_lint import source_text
-
-    from placement_lint import parallel
-
-    source_text.configured_max[0] = getattr(config, "max_file_size", None)
-    parallel.configured_timeout[0] = getattr(config, "file_timeout", None)
-    max_file_size()  # a bad PLACEMENT_LINT_MAX_FILE_SIZE is a usage error before any work
-    parallel.item_timeout()  # and so is a bad PLACEMENT_LINT_FILE_TIMEOUT
+    # this run's limits, from its configuration (the pool's workers, forked later, inherit them);
+    # a bad PLACEMENT_LINT_MAX_FILE_SIZE or PLACEMENT_LINT_FILE_TIMEOUT is a usage error before any work
+    source_text.configured_max = getattr(config, "max_file_size", None)
+    parallel.configured_timeout = getattr(config, "file_timeout", None)
+    source_text.max_file_size()
+    parallel.item_timeout()
     cwd = (cwd or Path.cwd()).resolve()
     if str(cwd) != os.path.realpath(os.getcwd()):
         # the API's `cwd`: relative paths name files under it, not under this process's directory
@@ -229,7 +226,7 @@ def lint(
         index = ProjectIndex(facts, real_paths, resolver)
         # Phase two b's first round is known already: while the pool analyses it, this process
         # finds the files that name a leaky style (phase two, serial), instead of after it
-        early = start_early_late(store, index, sources, facts, WHOLE_FILE_MODES)
+        early = start_early_late(store, index, sources, facts)
         # Phase two: a file that applies a project style by name (`"gate": NoParallel()`) has no
         # static trigger token, and in the first pass the applying code may sit in a dropped region.
         # Now that the index knows the leaky style names, analyse the files that name them in full.

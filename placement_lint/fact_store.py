@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from placement_lint.findings import Confidence
 
+
 def read_bytes(path: Path) -> bytes:
     """A source file's bytes: regular files only, at most source_text.max_file_size() bytes.
     Raises source_text.Unreadable (or OSError) with the reason."""
@@ -60,7 +61,6 @@ def scan_files(items: Sequence[tuple[str, int]], mode: str, cache) -> list[tuple
     facts): digest "" unless a candidate and `cache` is given, facts None unless a candidate.
     Top level so a process pool can run it; the bytes stay in the worker."""
     from placement_lint import prefilter
-    from placement_lint.facts import file_facts
     from placement_lint.source_text import Unreadable, decodable
 
     out: list[tuple] = []
@@ -73,32 +73,36 @@ def scan_files(items: Sequence[tuple[str, int]], mode: str, cache) -> list[tuple
         if not prefilter.might_match(data) and decodable(data):  # an undecodable file is reported (DTP000)
             out.append((False, "", None))
             continue
-        digest, facts = "", None
+        digest = ""
         if cache is not None:
             from placement_lint.cache import digest as content_digest
 
             digest = content_digest(data)
-            facts = cache.get(digest, mode)
-        if facts is None:
-            facts = file_facts(data, mode)
-            if cache is not None:
-                cache.put(digest, mode, facts)
+        cached = cache.get(digest, mode) if cache is not None else None
+        facts = cached or _computed(data, digest, mode, cache)
+        if cached is None:
             if may_define_leaky_style(facts):
                 # phase two will analyse this file in full (it defines a style whose hook leaves
                 # DTensor, and so names it): do it now, in parallel, instead of serially later;
                 # the parent restores the first-pass facts if its index disagrees
-                facts = file_facts(data, "full")
-                if cache is not None:
-                    cache.put(digest, "full", facts)
+                facts = _computed(data, digest, "full", cache)
             elif alone_has_findings(path, facts, mode):
                 # phase three would position this file (it has a finding on its own): do it now,
                 # in parallel, rather than serially after the index is built
-                mode_positions = "positions" + mode
-                facts = (cache.get(digest, mode_positions) if cache is not None else None) or file_facts(data, mode_positions)
-                if cache is not None:
-                    cache.put(digest, mode_positions, facts)
+                facts = (cache.get(digest, "positions" + mode) if cache is not None else None) or \
+                    _computed(data, digest, "positions" + mode, cache)
         out.append((True, digest, facts))
     return out
+
+
+def _computed(data: bytes, digest: str, mode: str, cache) -> dict[str, Any]:
+    """A file's facts in `mode`, computed, and stored in `cache` (if any) under its digest."""
+    from placement_lint.facts import file_facts
+
+    facts = file_facts(data, mode)
+    if cache is not None:
+        cache.put(digest, mode, facts)
+    return facts
 
 
 def may_define_leaky_style(facts: dict[str, Any]) -> bool:
@@ -293,15 +297,16 @@ class FactStore:
             self._pool.close()
 
 
-def start_early_late(store: FactStore, index, sources: dict[str, Source], facts: dict[str, dict[str, Any]],
-                whole_modes: tuple[str, ...]):
+def start_early_late(store: FactStore, index, sources: dict[str, Source], facts: dict[str, dict[str, Any]]):
     """Start phase two b's first round (the files the first-pass index wants whole) on the running
     pool, from a thread that only waits on it: (items, future of their facts), or None when there
     is nothing to start or no pool is running (in one process a thread would only contend)."""
+    from placement_lint.facts import WHOLE_FILE_MODES
+
     if not store.pool_running:
         return None
     index.follow_all()
-    late = sorted(p for p in index.wanted if p in sources and facts.get(p, {}).get("mode") not in whole_modes)
+    late = sorted(p for p in index.wanted if p in sources and facts.get(p, {}).get("mode") not in WHOLE_FILE_MODES)
     if not late:
         return None
     from concurrent.futures import ThreadPoolExecutor

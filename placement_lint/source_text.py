@@ -33,7 +33,7 @@ _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 #: the configuration's `max-file-size` for the run under way (engine.lint sets it before any
 #: file is read; the pool's workers, forked after, inherit it). None: not configured
-configured_max: list[int | None] = [None]
+configured_max: int | None = None
 
 
 def max_file_size() -> int:
@@ -42,7 +42,7 @@ def max_file_size() -> int:
     environment value that is not a positive size."""
     raw = os.environ.get(MAX_FILE_SIZE_ENV, "").strip()
     if not raw:
-        return configured_max[0] or DEFAULT_MAX_FILE_SIZE
+        return configured_max or DEFAULT_MAX_FILE_SIZE
     size = parse_size(raw)
     if size is None:
         raise UsageError(f"{MAX_FILE_SIZE_ENV}={raw!r}: expected a positive size in bytes (e.g. 67108864 or 64M)")

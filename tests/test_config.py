@@ -322,11 +322,11 @@ def test_file_timeout(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text("[tool.placement-lint]\nfile-timeout = 30\n")
     assert load_config(tmp_path).file_timeout == 30.0
     monkeypatch.delenv(parallel.ITEM_TIMEOUT_ENV, raising=False)
-    monkeypatch.setattr(parallel, "configured_timeout", [None])
+    monkeypatch.setattr(parallel, "configured_timeout", None)
     assert parallel.item_timeout() == parallel.DEFAULT_ITEM_TIMEOUT
-    monkeypatch.setattr(parallel, "configured_timeout", [30.0])
+    monkeypatch.setattr(parallel, "configured_timeout", 30.0)
     assert parallel.item_timeout() == 30.0
-    monkeypatch.setattr(parallel, "configured_timeout", [0.0])
+    monkeypatch.setattr(parallel, "configured_timeout", 0.0)
     assert parallel.item_timeout() is None  # 0: no limit
     monkeypatch.setenv(parallel.ITEM_TIMEOUT_ENV, "5")  # the variable wins over the file
     assert parallel.item_timeout() == 5.0
