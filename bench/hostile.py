@@ -44,41 +44,40 @@ EXPR = "F.silu(h @ self.w_up.to_local().t())"
 HEADER = "import torch\nfrom torch.distributed.tensor import DTensor, Shard, Replicate\n\n"
 
 
-def dense(size: int) -> str:
-    """Functions of five lines, each a DTP101 (a bare to_local meeting a Shard local)."""
-    parts, total, i = [HEADER], len(HEADER), 0
+def _repeat(parts: list[str], size: int, template: str) -> int:
+    """Append `template` (formatted with its index i, and j = i + 1) to `parts` until they hold
+    `size` characters; returns the count appended."""
+    total, i = sum(map(len, parts)), 0
     while total < size:
-        part = (f"def f{i}(x, w, mesh):\n    h = x.to_local()\n    y = h @ w.to_local()\n"
-                f"    z = DTensor.from_local(y, mesh, [Shard(0)])\n    return z.to_local() + h\n\n\n")
+        part = template.format(i=i, j=i + 1)
         parts.append(part)
         total += len(part)
         i += 1
+    return i
+
+
+def dense(size: int) -> str:
+    """Functions of five lines, each a DTP101 (a bare to_local meeting a Shard local)."""
+    parts = [HEADER]
+    _repeat(parts, size, "def f{i}(x, w, mesh):\n    h = x.to_local()\n    y = h @ w.to_local()\n"
+                         "    z = DTensor.from_local(y, mesh, [Shard(0)])\n    return z.to_local() + h\n\n\n")
     return "".join(parts)
 
 
 def quiet(size: int) -> str:
     """Functions of four lines whose bare to_local()s are low-confidence DTP101s only: at the
     default threshold a run analyses the file once (no finding to position, no fix to complete)."""
-    parts, total, i = [HEADER], len(HEADER), 0
-    while total < size:
-        part = (f"def g{i}(x, w, mesh):\n    h = x.to_local()\n    y = torch.relu(h) * w\n"
-                f"    return DTensor.from_local(y, mesh, [Shard(0)])\n\n\n")
-        parts.append(part)
-        total += len(part)
-        i += 1
+    parts = [HEADER]
+    _repeat(parts, size, "def g{i}(x, w, mesh):\n    h = x.to_local()\n    y = torch.relu(h) * w\n"
+                         "    return DTensor.from_local(y, mesh, [Shard(0)])\n\n\n")
     return "".join(parts)
 
 
 def long_function(size: int) -> str:
     """One function: `y{i} = y{i-1} @ w.to_local() + x.to_local()`, line after line."""
     parts = [HEADER, "def f(x, w, mesh):\n    y0 = x.to_local()\n"]
-    total, i = sum(map(len, parts)), 1
-    while total < size:
-        part = f"    y{i} = y{i - 1} @ w.to_local() + x.to_local()\n"
-        parts.append(part)
-        total += len(part)
-        i += 1
-    parts.append(f"    return y{i - 1}\n")
+    n = _repeat(parts, size, "    y{j} = y{i} @ w.to_local() + x.to_local()\n")
+    parts.append(f"    return y{n}\n")
     return "".join(parts)
 
 
