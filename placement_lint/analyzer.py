@@ -27,6 +27,7 @@ from placement_lint.analysis.sites import SitesMixin
 from placement_lint.analysis.statements import StatementsMixin
 from placement_lint.analysis.summaries import SummariesMixin
 from placement_lint.analysis.syntax import dotted
+from placement_lint.analysis.values import V
 
 
 # The analyzer is split along its seams: values (the lattice), scopes, statements, expressions,
@@ -62,8 +63,18 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
         self.slots: list[dict[str, Any]] = []
         self.slot_nodes: dict[int, list[tuple[str, cst.CSTNode, tuple[int, Any]]]] = {}
         self.returns_styles: dict[str, set[str]] = {}
-        # function bodies to analyse, in order (a deque: a file of 100,000 functions pops them all)
-        self._deferred: deque[tuple[int, cst.FunctionDef, Scope, str, ClassInfo | None, str]] = deque()
+        # function bodies to analyse, in order (a deque: a file of 100,000 functions pops them all),
+        # each with its key in that order (see `defer`)
+        self._deferred: deque[tuple[int, cst.FunctionDef, Scope, str, ClassInfo | None, str, tuple]] = deque()
+        # one part of a file split across processes (file_parts.py): the lazy blocks whose bodies
+        # this analyzer analyses (None: all), and what the merge needs to put the parts together
+        self.own: set[int] | None = None
+        self.entry_key: tuple = ()  # the deferred function being analysed; () at module level
+        self._children: dict[Any, int] = {}  # deferrals made so far by a block (module level) / entry
+        self.shared_writes = 0  # imports and classes recorded: state every later function reads
+        self.entries: list[tuple[tuple, int, int, bool]] = []  # (key, first site, end, owned)
+        self.fn_entries: list[tuple[str, tuple]] = []  # (function symbol, entry analysing it)
+        self.entangled = False  # a lazy function wrote state the others read: not splittable
 
     # -- name resolution -----------------------------------------------------------------------
     def qualify(self, node: cst.BaseExpression) -> str | None:
@@ -101,20 +112,37 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
         for i, (_, module, _) in enumerate(self.blocks):
             self.select_block(i)
             if i in self.lazy:
-                self.defer_lazy(i, top)  # what its def statement does at module level
+                if self.own is None or i in self.own:
+                    self.defer_lazy(i, top)  # what its def statement does at module level
+                else:
+                    top.env[self.lazy[i][0]] = V(kind="function")  # another part analyses its body
             else:
                 self.block(module.body, top)
+        self.module_sites = len(self.sites)
         # function bodies see the whole module's globals, so they run after module-level code
         while self._deferred:
-            i, fn, parent, symbol, cls, guard = self._deferred.popleft()
+            i, fn, parent, symbol, cls, guard, key = self._deferred.popleft()
+            self.entry_key, first, writes = key, len(self.sites), self.shared_writes
             if fn is None:
                 fn, guard = self.parse_lazy(i)
             self.select_block(i)
             self.function(fn, parent, symbol, cls, guard)
             self.done_deferred(i)
+            if self.own is not None:
+                owned = key[1][0] in self.lazy
+                self.entries.append((key, first, len(self.sites), owned))
+                self.entangled |= owned and self.shared_writes != writes
 
     def defer(self, entry: tuple[int, cst.FunctionDef, Scope, str, ClassInfo | None, str]) -> None:
-        self._deferred.append(entry)
+        """Queue a function body. Its key orders it as the queue does, whatever else is queued:
+        (depth, path), the path being (block, n-th deferral of the block's module-level code)
+        for a function the module level defines, else its parent's path and its own n."""
+        parent = self.entry_key
+        counter = entry[0] if not parent else parent
+        n = self._children.get(counter, 0)
+        self._children[counter] = n + 1
+        key = (parent[0] + 1, parent[1] + (n,)) if parent else (1, (entry[0], n))
+        self._deferred.append((*entry, key))
         self.count_deferred(entry[0])
 
     def select_block(self, i: int) -> None:
@@ -135,14 +163,20 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
 
 def analyze_blocks(blocks: Sequence[tuple[int, cst.Module | None, list | None]], positions: str = "none",
                    rank_fields: frozenset = frozenset(), lazy: dict[int, tuple[str, str]] | None = None,
-                   parse: Any = None) -> dict[str, Any]:
+                   parse: Any = None, own: set[int] | None = None) -> dict[str, Any]:
     """Facts of a file's parsed blocks. `rank_fields`: names the file assigns from a rank API
     (`tp_rank=mesh.get_local_rank()` as a keyword or an assignment; see facts.rank_fields).
-    `lazy`, `parse`: blocks parsed only when analysed (LazyMixin)."""
+    `lazy`, `parse`: blocks parsed only when analysed (LazyMixin). `own`: the lazy blocks whose
+    bodies this part of a split file analyses (file_parts.py); the facts then hold "_part"."""
     a = FileAnalyzer(blocks, positions, lazy, parse)
     a.rank_fields = rank_fields
+    a.own = own
     a.run()
-    return a.facts(positions)
+    result = a.facts(positions)
+    if own is not None:
+        result["_part"] = {"module": a.module_sites, "entries": a.entries, "functions": a.fn_entries,
+                           "entangled": a.entangled}
+    return result
 
 
 def analyze_module(module: cst.Module) -> dict[str, Any]:

@@ -59,8 +59,9 @@ def base_mode(mode: str) -> str:
     return mode.removesuffix(SKIP_TEST_RANK)
 
 
-def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
-    """Facts of one file in one of `MODES`."""
+def file_facts(data: bytes, mode: str = "", part: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Facts of one file in one of `MODES`; with `part` (k, n), of the k-th of n parts of a file
+    split across processes (placement_lint/file_parts.py merges them; never cached as such)."""
     if mode not in MODES:
         raise ValueError(f"unknown facts mode {mode!r}")
     skip_test_rank = mode.endswith(SKIP_TEST_RANK)
@@ -80,7 +81,7 @@ def file_facts(data: bytes, mode: str = "") -> dict[str, Any]:
     pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank, keyword_fields)
     positions = {"full": "all", "positions": "sites"}.get(mode_base, "none")
     # guarded (too deep for LibCST: an error), parsed, analysed (on a deeper stack if need be)
-    result = parsed_facts(text, pieces, positions, keyword_fields | attribute_fields)
+    result = parsed_facts(text, pieces, positions, keyword_fields | attribute_fields, part)
     if result.get("error"):
         return {**EMPTY, "parsed": True, "error": result["error"]}
     result["suppressions"] = scan(text)

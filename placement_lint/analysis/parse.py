@@ -24,13 +24,15 @@ class NeedsDeep(Exception):
     """The whole text turned out deep while parsing on the normal path: restart on the deep path."""
 
 
-def facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, rank_fields: frozenset) -> dict[str, Any]:
+def facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, rank_fields: frozenset,
+          part: tuple[int, int] | None = None) -> dict[str, Any]:
     """The analyzer's facts of `text` given its selected `pieces` (regions.select_blocks' form),
-    or {"error": ...}."""
+    or {"error": ...}. `part` (k, n): only the k-th of n shares of the file's lazily parsed
+    functions (placement_lint/file_parts.py)."""
     verdict = depth.check_blocks(pieces)
     if verdict.error:
         return {"error": verdict.error}
-    args = (text, pieces, positions, rank_fields)
+    args = (text, pieces, positions, rank_fields, part)
     if not verdict.deep:
         try:
             return _facts(*args, deep=False)
@@ -56,7 +58,8 @@ def _recursion(exc: BaseException | None) -> bool:
     return False
 
 
-def _facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, rank_fields: frozenset, deep: bool) -> dict[str, Any]:
+def _facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, rank_fields: frozenset,
+           part: tuple[int, int] | None, deep: bool) -> dict[str, Any]:
     import libcst as cst
 
     from placement_lint.analysis.lazy import LazyMismatch
@@ -67,18 +70,33 @@ def _facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, ra
     lazy: dict[int, tuple[str, str]] = {}
     if sum(len(src) for _, src, _ in pieces) >= LAZY_FROM:
         lazy = {i: (name, src) for i, (_, src, _) in enumerate(pieces) if (name := undecorated_def(src))}
+    own = None
+    if part is not None:
+        from placement_lint.file_parts import UNSPLIT, share
+
+        if not lazy:
+            return UNSPLIT if part[0] else {**_facts(text, pieces, positions, rank_fields, None, deep), **UNSPLIT}
+        own = share(lazy, part)
     shifts: dict[int, int] = {}
     try:
         # each (relevant) top-level block parsed on its own: positions are then computed only for
         # the blocks that hold a site, never by code-generating the whole module
         blocks = [(start, None if i in lazy else parse_module(src), members) for i, (start, src, members) in enumerate(pieces)]
         try:
-            return analyze_blocks(blocks, positions=positions, rank_fields=rank_fields, lazy=lazy, parse=parse_module)
+            return analyze_blocks(blocks, positions=positions, rank_fields=rank_fields, lazy=lazy, parse=parse_module, own=own)
         except (cst.ParserSyntaxError, LazyMismatch):
+            if part is not None:
+                from placement_lint.file_parts import FAILED
+
+                return FAILED  # (the whole file is analysed in one piece instead)
             if not lazy:
                 raise
             blocks = [(start, parse_module(src), members) for start, src, members in pieces]  # as if not lazy
     except cst.ParserSyntaxError:
+        if part is not None:
+            from placement_lint.file_parts import FAILED
+
+            return FAILED  # (the whole file is analysed in one piece instead)
         # a split inside a string or bracket, or a file LibCST rejects: parse the real text
         whole = _whole(text, deep)
         if "error" in whole:

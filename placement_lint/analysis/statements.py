@@ -139,6 +139,7 @@ class StatementsMixin:
             pass
 
     def import_stmt(self, node: cst.Import | cst.ImportFrom) -> None:
+        self.shared_writes += 1  # (a function's import is seen by every function analysed after it)
         if isinstance(node, cst.Import):
             for alias in node.names:
                 full = module_ref(alias.name)
@@ -172,6 +173,7 @@ class StatementsMixin:
                 autograd_fn = True
         info = ClassInfo(node.name.value, qual, bases, node, is_torch_style=torch_style, is_autograd_function=autograd_fn)
         self.classes.append(info)
+        self.shared_writes += 1
         # attributes a base class of this file sets (in its __init__ or elsewhere) are inherited
         for b in bases:
             base_info = self.local_classes.get(b)
@@ -209,6 +211,8 @@ class StatementsMixin:
         if not guard and any(p.name.value == "bucket" for p in params.params):
             guard = "below_autograd"  # a DDP communication hook: runs on gradients, in backward
         scope = Scope(symbol, parent, cls, guard)
+        if self.own is not None:
+            self.fn_entries.append((symbol, self.entry_key))
         static = any((dotted(d.decorator) or "") in ("staticmethod", "functools.staticmethod") for d in fn.decorators)
         closure = cls is not None and parent.cls is cls  # defined in a method (or a closure of one)
         self.bind_params(params, scope, symbol, method=cls is not None and not static and not closure)
