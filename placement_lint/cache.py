@@ -25,8 +25,8 @@ from placement_lint.facts import FACTS_VERSION
 #: modules whose code decides what facts a file has: a change to any of them invalidates the cache
 #: (and every module of the analysis/ package, the analyzer's pieces)
 #: (tests/test_cache_fingerprint.py checks that every module facts import is listed)
-_FACT_MODULES = ("analyzer.py", "api.py", "cst_parse.py", "facts.py", "prefilter.py", "rank_flow.py", "regions.py",
-                 "skippable_tests.py", "source_text.py", "suppression.py")
+_FACT_MODULES = ("analyzer.py", "api.py", "cst_parse.py", "facts.py", "file_parts.py", "prefilter.py", "rank_flow.py",
+                 "regions.py", "skippable_tests.py", "source_text.py", "suppression.py")
 
 
 def code_fingerprint() -> str:

@@ -26,11 +26,12 @@ def _reason(exc: BaseException) -> str:
     return os_reason(exc) if isinstance(exc, OSError) else str(exc)
 
 
-def compute_facts(items: Sequence[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
-    """Facts for (path, bytes, mode) items. Top level so a process pool can run it."""
+def compute_facts(items: Sequence[tuple]) -> list[dict[str, Any]]:
+    """Facts for (path, bytes, mode) items, or (path, bytes, mode, part) for a part of a file
+    split across the pool (file_parts.py). Top level so a process pool can run it."""
     from placement_lint.facts import file_facts
 
-    return [file_facts(data, mode) for _, data, mode in items]
+    return [file_facts(data, mode, *part) for _, data, mode, *part in items]
 
 
 def crashed_facts(reason: str) -> dict[str, Any]:
@@ -48,23 +49,35 @@ def crashed_facts(reason: str) -> dict[str, Any]:
     return {**EMPTY, "parsed": True, "crashed": True, "error": {"line": 1, "column": 1, "message": message}}
 
 
+def _crashed(item: Any, reason: str) -> dict[str, Any]:
+    """The facts of a pool item whose process died (parallel.Pool's on_crash)."""
+    return crashed_facts(reason)
+
+
+#: why a file that changed between two reads of one run is not reported
+CHANGED = "its content changed while placement-lint ran; run again"
+
+
 def read_error(shown: str, exc: BaseException | str) -> dict[str, Any]:
     """The error of a file that could not be stat'ed or read (`exc`, or its reason from a worker)."""
     reason = exc if isinstance(exc, str) else _reason(exc)
     return {"path": shown, "message": f"cannot read file: {reason}"}
 
 
-def scan_files(items: Sequence[tuple[str, int]], mode: str, cache) -> list[tuple]:
+def scan_files(items: Sequence[tuple], mode: str, cache) -> list[tuple]:
     """Phase one for files the parent has not read, in a worker: per (path, size) item, read the
     file, prefilter it and, for a candidate, get its facts in `mode` (through `cache`, a
     cache.FactsCache or None). Per item: (reason,) when unreadable, else (is_candidate, digest,
     facts): digest "" unless a candidate and `cache` is given, facts None unless a candidate.
-    Top level so a process pool can run it; the bytes stay in the worker."""
+    A (path, size, (k, n)) item is part k of n of a big file (file_parts.py): its digest is
+    always given (the parent checks that every part read the same bytes) and its facts are the
+    part's, never cached (the parent caches the merged facts). Top level so a process pool can run
+    it; the bytes stay in the worker."""
     from placement_lint import prefilter
     from placement_lint.source_text import Unreadable, decodable
 
     out: list[tuple] = []
-    for path, _ in items:
+    for path, _, *part in items:
         try:
             data = read_bytes(Path(path))
         except (OSError, Unreadable) as exc:
@@ -74,11 +87,21 @@ def scan_files(items: Sequence[tuple[str, int]], mode: str, cache) -> list[tuple
             out.append((False, "", None))
             continue
         digest = ""
-        if cache is not None:
+        if cache is not None or part:
             from placement_lint.cache import digest as content_digest
 
             digest = content_digest(data)
         cached = cache.get(digest, mode) if cache is not None else None
+        if part:
+            from placement_lint.file_parts import unsplit
+
+            if cached is not None:  # part 0 carries the whole file's facts, the others say so
+                out.append((True, digest, cached if part[0][0] == 0 else unsplit()))
+            else:
+                from placement_lint.facts import file_facts
+
+                out.append((True, digest, file_facts(data, mode, part[0])))
+            continue
         facts = cached or _computed(data, digest, mode, cache)
         if cached is None:
             if may_define_leaky_style(facts):
@@ -160,7 +183,7 @@ class Source:
                     if self.used:
                         from placement_lint.source_text import Unreadable
 
-                        raise Unreadable("its content changed while placement-lint ran; run again")
+                        raise Unreadable(CHANGED)
                     self.digest = actual
             self.data = data
         return self.data
@@ -254,7 +277,27 @@ class FactStore:
         return self._pool is not None and self._pool.running
 
     def _compute(self, items: list[tuple[str, bytes, str]]) -> list[dict[str, Any]]:
-        return self.pool.map(compute_facts, items, on_crash=lambda item, reason: crashed_facts(reason))
+        """Facts of (path, bytes, mode) items on the pool, big files split across it."""
+        from placement_lint import file_parts
+
+        counts = self._parts([len(item[1]) for item in items])
+        expanded = [(*item, (k, n)) if n > 1 else item for item, n in zip(items, counts) for k in range(n)]
+        weights = [len(item[1]) // (item[3][1] if len(item) > 3 else 1) for item in expanded]
+        results = iter(self.pool.map_weighted(compute_facts, expanded, weights, on_crash=_crashed))
+        out = []
+        for item, n in zip(items, counts):
+            facts = [next(results) for _ in range(n)]
+            merged = facts[0] if n == 1 else file_parts.merge(facts)
+            if merged is None:  # the parts cannot stand for one analysis: the file in one piece
+                merged = self.pool.map(compute_facts, [item], on_crash=_crashed)[0]
+            out.append(merged)
+        return out
+
+    def _parts(self, sizes: Sequence[int]) -> list[int]:
+        """How many parts each file of these sizes is analysed in (1: whole)."""
+        from placement_lint import file_parts
+
+        return [file_parts.count(size, self.pool.workers) for size in sizes]
 
     def _scan_crash(self, item: tuple[str, int], reason: str) -> tuple:
         """Phase one's result for a file whose analysis killed the worker (and a process of its
@@ -282,14 +325,51 @@ class FactStore:
         from placement_lint.progress import Bar, bar_enabled
 
         bar = Bar("analysing files") if bar_enabled() else None
+        counts = self._parts([size for _, size in items])
+        expanded = [(path, size // n, (k, n)) if n > 1 else (path, size) for (path, size), n in zip(items, counts) for k in range(n)]
         try:
-            return self.pool.map_weighted(partial(scan_files, mode=mode, cache=self.cache), items,
-                                          [size for _, size in items], per_worker=SCAN_BATCHES_PER_WORKER,
-                                          progress=bar.update if bar is not None else None,
-                                          on_crash=self._scan_crash)
+            results = iter(self.pool.map_weighted(partial(scan_files, mode=mode, cache=self.cache), expanded,
+                                                  [item[1] for item in expanded], per_worker=SCAN_BATCHES_PER_WORKER,
+                                                  progress=bar.update if bar is not None else None,
+                                                  on_crash=self._scan_crash))
         finally:
             if bar is not None:
                 bar.close()
+        return [next(results) if n == 1 else self._joined(path, [next(results) for _ in range(n)], mode)
+                for (path, _), n in zip(items, counts)]
+
+    def _joined(self, path: str, results: list[tuple], mode: str) -> tuple:
+        """Phase one's result for a file from its parts' (scan_files' form)."""
+        from placement_lint import file_parts
+        from placement_lint.source_text import Unreadable
+
+        unreadable = next((r for r in results if len(r) == 1), None)
+        if unreadable is not None:
+            return unreadable
+        crashed = next((r for r in results if r[2] is not None and r[2].get("crashed")), None)
+        if crashed is not None:  # (_scan_crash's result: the file's DTP000)
+            return crashed
+        if len({r[:2] for r in results}) > 1:  # the parts read different bytes
+            return (CHANGED,)
+        candidate, digest = results[0][:2]
+        shown = digest if self.cache is not None else ""
+        if not candidate:
+            return results[0]
+        parts = [r[2] for r in results]
+        merged = file_parts.merge(parts)
+        if merged is None:  # the parts cannot stand for one analysis: the file in one piece
+            try:
+                data = read_bytes(Path(path))
+            except (OSError, Unreadable) as exc:
+                return (_reason(exc),)
+            from placement_lint.cache import digest as content_digest
+
+            if content_digest(data) != digest:
+                return (CHANGED,)
+            merged = self.pool.map(compute_facts, [(path, data, mode)], on_crash=_crashed)[0]
+        if self.cache is not None and "_part" in parts[0] and not merged.get("crashed"):
+            self.cache.put(digest, mode, merged)  # (computed by the parts, not served by the cache)
+        return (True, shown, merged)
 
     def close(self) -> None:
         """Stop the worker pool, if one was started."""

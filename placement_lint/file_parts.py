@@ -24,10 +24,17 @@ SPLIT_FROM = 2 * 1024 * 1024
 #: the least source a part is given: each part also reads, decodes and selects the whole file
 PART_BYTES = 1024 * 1024
 
-#: a part's facts when the file turned out to have no lazily parsed function: part 0 analysed it
-UNSPLIT: dict[str, Any] = {"_part": {"unsplit": True}}
-#: a part's facts when its parse failed (the file is then analysed in one piece)
-FAILED: dict[str, Any] = {"_part": {"failed": True}}
+
+
+def unsplit() -> dict[str, Any]:
+    """A part's facts when the file turned out to have no lazily parsed function (part 0 analysed
+    it whole), or part 0's facts were in the cache. (A new dict each time: facts get keys added.)"""
+    return {"_part": {"unsplit": True}}
+
+
+def failed() -> dict[str, Any]:
+    """A part's facts when its parse failed (the file is then analysed in one piece)."""
+    return {"_part": {"failed": True}}
 
 
 def count(size: int, workers: int) -> int:

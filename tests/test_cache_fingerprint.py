@@ -22,6 +22,7 @@ for path in sys.argv[1:]:
     data = Path(path).read_bytes()
     for mode in MODES:
         file_facts(data, mode)
+        file_facts(data, mode, (1, 2))  # a part of a file split across the pool
 print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items()
                         if n.startswith("placement_lint") and getattr(m, "__file__", None))))
 """

@@ -72,10 +72,10 @@ def _facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, ra
         lazy = {i: (name, src) for i, (_, src, _) in enumerate(pieces) if (name := undecorated_def(src))}
     own = None
     if part is not None:
-        from placement_lint.file_parts import UNSPLIT, share
+        from placement_lint.file_parts import share, unsplit
 
         if not lazy:
-            return UNSPLIT if part[0] else {**_facts(text, pieces, positions, rank_fields, None, deep), **UNSPLIT}
+            return unsplit() if part[0] else {**_facts(text, pieces, positions, rank_fields, None, deep), **unsplit()}
         own = share(lazy, part)
     shifts: dict[int, int] = {}
     try:
@@ -86,17 +86,17 @@ def _facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, ra
             return analyze_blocks(blocks, positions=positions, rank_fields=rank_fields, lazy=lazy, parse=parse_module, own=own)
         except (cst.ParserSyntaxError, LazyMismatch):
             if part is not None:
-                from placement_lint.file_parts import FAILED
+                from placement_lint.file_parts import failed
 
-                return FAILED  # (the whole file is analysed in one piece instead)
+                return failed()  # (the whole file is analysed in one piece instead)
             if not lazy:
                 raise
             blocks = [(start, parse_module(src), members) for start, src, members in pieces]  # as if not lazy
     except cst.ParserSyntaxError:
         if part is not None:
-            from placement_lint.file_parts import FAILED
+            from placement_lint.file_parts import failed
 
-            return FAILED  # (the whole file is analysed in one piece instead)
+            return failed()  # (the whole file is analysed in one piece instead)
         # a split inside a string or bracket, or a file LibCST rejects: parse the real text
         whole = _whole(text, deep)
         if "error" in whole:
