@@ -6,9 +6,11 @@
     .venv/bin/python bench/hostile.py --profile dense:2 [--mode positions]   # cProfile, in process
     .venv/bin/python bench/hostile.py --src /tmp/before --sizes 0.5 --shapes dense   # another tree
 
-Every row is one fresh `placement-lint --no-cache` process (`-j 1`: one file is one worker's
-work anyway) over a temporary directory holding only the generated files; wall seconds and the
-child's own peak RSS (VmHWM, read by the child at exit). Ratios are against the baseline of the same
+Every row is one fresh `placement-lint --no-cache` process (`-j 1` unless `--jobs N`: from 2 MB a
+file is split across the workers, file_parts.py) over a temporary directory holding only the
+generated files; wall seconds and the child's own peak RSS (VmHWM, read by the child at exit),
+and with --jobs the largest worker's (RUSAGE_CHILDREN: the workers are forked, their pages shared
+with the parent until written, so the sum overstates). Ratios are against the baseline of the same
 invocation: copies of fixtures/tp_expert_matmul.py (DTP101 each) totalling the same size.
 
 Shapes:
@@ -38,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ""
 #: a run longer than this is killed (and reported so)
 TIMEOUT = 900
+#: --jobs: the CLI's worker processes
+JOBS = "1"
 FIXTURE = (ROOT / "fixtures" / "tp_expert_matmul.py").read_text()
 LINE = "up = F.silu(h @ self.w_up.to_local().t())"
 EXPR = "F.silu(h @ self.w_up.to_local().t())"
@@ -116,17 +120,20 @@ _CHILD = (
     "def peak():\n"
     "    with open('/proc/self/status') as f:\n"
     "        kb = next((int(l.split()[1]) for l in f if l.startswith('VmHWM')), 0)\n"
+    "    import resource\n"
+    "    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
     "    with open(os.environ['HOSTILE_RSS'], 'w') as out:\n"
-    "        out.write(str(kb))\n"
+    "        out.write(f'{kb} {worker}')\n"
     "atexit.register(peak)\n"
     "sys.argv = ['placement-lint', *sys.argv[1:]]\n"
     "runpy.run_module('placement_lint', run_name='__main__')\n"
 )
 
 
-def run(files: dict[str, str], args: list[str] = ()) -> tuple[float, int, int, str]:
+def run(files: dict[str, str], args: list[str] = ()) -> tuple[float, str, int, str]:
     """(seconds, peak RSS in MB, exit code, first DTP000 line or last line of output) of one CLI
-    run over `files`, in a fresh process (Linux: its peak RSS from /proc)."""
+    run over `files`, in a fresh process (Linux: its peak RSS from /proc; with --jobs, then "/"
+    and the largest worker's)."""
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in files.items():
             Path(tmp, name).write_text(text)
@@ -136,12 +143,13 @@ def run(files: dict[str, str], args: list[str] = ()) -> tuple[float, int, int, s
             start = time.perf_counter()
             try:
                 code = subprocess.call([sys.executable, "-c", _CHILD, "--no-cache", "--format", "concise", "--jobs",
-                                        "1", *args, "."], stdout=out, stderr=subprocess.STDOUT, cwd=tmp, env=env,
+                                        JOBS, *args, "."], stdout=out, stderr=subprocess.STDOUT, cwd=tmp, env=env,
                                        timeout=TIMEOUT)
             except subprocess.TimeoutExpired:
                 return TIMEOUT, -1, -1, f"killed after {TIMEOUT} s"
             seconds = time.perf_counter() - start
-        rss = int(rss_path.read_text() or 0) // 1024 if rss_path.exists() else -1
+        own, worker = map(int, rss_path.read_text().split()) if rss_path.exists() else (-1024, -1024)
+        rss = f"{own // 1024}" + (f" / {worker // 1024}" if JOBS != "1" else "")
         lines = out_path.read_text(errors="replace").strip().splitlines()
     last = next((ln for ln in lines if "DTP000" in ln), lines[-1] if lines else "")
     return seconds, rss, code, last
@@ -181,7 +189,7 @@ def scaling(sizes: list[float], shapes: list[str], with_baseline: bool = True) -
             text = make(size)
             secs, rss, code, note = run({"big.py": text}, list(args))
             rows.append((name, len(text), secs, rss, code, note))
-    table("Scaling (one file per row, -j 1)", rows, base)
+    table(f"Scaling (one file per row, -j {JOBS})", rows, base)
 
 
 def deep() -> None:
@@ -234,16 +242,20 @@ def main() -> None:
     parser.add_argument("--mode", default="", help="facts mode for --profile ('' or positions)")
     parser.add_argument("--src", default="", help="run this source tree of placement-lint (PYTHONPATH)")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shapes of the scaling table")
+    parser.add_argument("--no-baseline", action="store_true", help="no fixture-copies row per size")
+    parser.add_argument("--jobs", default="1", help="the CLI's --jobs (default 1; 0: one per core)")
     args = parser.parse_args()
-    global SRC
+    global SRC, JOBS
+    JOBS = args.jobs
     SRC = os.path.abspath(args.src) if args.src else ""
     if args.profile:
         profile(args.profile, args.mode)
         return
-    print(f"placement-lint at {SRC or ROOT}, Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}")
+    print(f"placement-lint at {SRC or ROOT}, Python {sys.version.split()[0]}, {os.cpu_count()} cores, "
+          f"--jobs {JOBS}, load {os.getloadavg()[0]:.2f}")
     sizes = [float(s) for s in args.sizes.split(",") if s]
     if sizes:
-        scaling(sizes, args.shapes.split(","))
+        scaling(sizes, args.shapes.split(","), with_baseline=not args.no_baseline)
     if args.big:  # (no baseline, no long function: its LibCST parse alone needs ~600 bytes a byte)
         scaling([args.big], ["dense", "quiet", "quiet --min-confidence low"], with_baseline=False)
     if not args.no_deep:
