@@ -59,6 +59,12 @@ def base_mode(mode: str) -> str:
     return mode.removesuffix(SKIP_TEST_RANK)
 
 
+#: the regions selected for the last part of a split file this process analysed: a big file's
+#: positions pass selects the same regions as its first pass (every worker has analysed a part
+#: of it), and the selection is seconds on a file big enough to split
+_last_part: list = []
+
+
 def file_facts(data: bytes, mode: str = "", part: tuple[int, int] | None = None) -> dict[str, Any]:
     """Facts of one file in one of `MODES`; with `part` (k, n), of the k-th of n parts of a file
     split across processes (placement_lint/file_parts.py merges them; never cached as such)."""
@@ -78,7 +84,13 @@ def file_facts(data: bytes, mode: str = "", part: tuple[int, int] | None = None)
     from placement_lint.regions import all_blocks, rank_fields, select_blocks
 
     keyword_fields, attribute_fields = rank_fields(text)
-    pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank, keyword_fields)
+    memo = (force, skip_test_rank, text)
+    if part is not None and _last_part[:1] == [memo]:
+        pieces = _last_part[1]  # (the positions pass of a part whose first pass this worker ran)
+    else:
+        pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank, keyword_fields)
+        if part is not None:
+            _last_part[:] = [memo, pieces]
     positions = {"full": "all", "positions": "sites"}.get(mode_base, "none")
     # guarded (too deep for LibCST: an error), parsed, analysed (on a deeper stack if need be)
     result = parsed_facts(text, pieces, positions, keyword_fields | attribute_fields, part)

@@ -42,7 +42,8 @@ def test_parts_merge_into_the_whole_files_facts(every_def_lazy):
     sources += [(hostile.dense(20_000) + NESTED).encode(), hostile.long_function(3_000).encode(), hostile.quiet(10_000).encode()]
     merged = refused = 0
     for data in sources:
-        for mode in ("", "positions/skip-test-rank", "full"):
+        # (the engine's order: a part's positions pass reuses its first pass's regions)
+        for mode in ("/skip-test-rank", "positions/skip-test-rank", "full"):
             whole = file_facts(data, mode)
             for n in (2, 3):
                 got = split(data, mode, n)
@@ -163,3 +164,18 @@ def test_the_engine_splits_big_files_and_reports_the_same(tmp_path, monkeypatch)
     assert len(merges) >= 3
     assert pooled == alone and len(alone) > 200
     assert {row[0] for row in alone} >= {"dense.py", "refused.py", "small.py"}  # refused: analysed whole
+
+
+def test_a_parts_positions_pass_reuses_its_regions(every_def_lazy, monkeypatch):
+    from placement_lint import regions
+
+    calls = []
+    real = regions.select_blocks
+    monkeypatch.setattr(regions, "select_blocks", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = program()
+    first = file_facts(data, "/skip-test-rank", (0, 2))
+    positioned = file_facts(data, "positions/skip-test-rank", (1, 2))
+    assert len(calls) == 1 and first["sites"] and positioned["sites"][0]["pos"]
+    file_facts(data + b"\n", "positions/skip-test-rank", (1, 2))  # another text: selected again
+    file_facts(data, "positions/skip-test-rank")  # not a part: never from the memo
+    assert len(calls) == 3
