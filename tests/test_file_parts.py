@@ -179,3 +179,31 @@ def test_a_parts_positions_pass_reuses_its_regions(every_def_lazy, monkeypatch):
     file_facts(data + b"\n", "positions/skip-test-rank", (1, 2))  # another text: selected again
     file_facts(data, "positions/skip-test-rank")  # not a part: never from the memo
     assert len(calls) == 3
+
+
+def test_phase_one_joins_its_parts_results(tmp_path, monkeypatch):
+    """fact_store.FactStore._joined: a part that could not read the file, parts that read different
+    bytes, a crashed part, and parts the merge refuses (the file read again, analysed whole)."""
+    from placement_lint.fact_store import CHANGED, FactStore, crashed_facts
+
+    monkeypatch.setattr(parse, "LAZY_FROM", 0)
+    store = FactStore(use_cache=False, cache_dir=None, jobs=1, manifest=False)
+    path = tmp_path / "m.py"
+    data = program("G = Replicate_t.to_local()\n\ndef late(x):\n    return x @ G\n")
+    path.write_bytes(data)
+    from placement_lint.cache import digest
+
+    d = digest(data)
+    parts = [(True, d, file_facts(data, "", (k, 2))) for k in range(2)]
+    assert store._joined(str(path), [parts[0], ("Permission denied",)], "") == ("Permission denied",)
+    assert store._joined(str(path), [parts[0], (True, "other", parts[1][2])], "") == (CHANGED,)
+    crash = (True, "", crashed_facts("signal 9: SIGKILL"))
+    assert store._joined(str(path), [parts[0], crash], "") is crash
+    assert store._joined(str(path), [(False, d, None)] * 2, "") == (False, d, None)
+    # refused (a module-level exit met in a function): read again and analysed in one piece
+    candidate, shown, facts = store._joined(str(path), parts, "")
+    assert candidate and shown == "" and same(facts, file_facts(data, ""))
+    path.write_bytes(data + b"\n")  # ... unless it changed since the parts read it
+    assert store._joined(str(path), parts, "") == (CHANGED,)
+    path.unlink()
+    assert "No such file" in store._joined(str(path), parts, "")[0]
