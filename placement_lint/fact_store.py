@@ -299,7 +299,7 @@ class FactStore:
 
         return [file_parts.count(size, self.pool.workers) for size in sizes]
 
-    def _scan_crash(self, item: tuple[str, int], reason: str) -> tuple:
+    def _scan_crash(self, item: tuple, reason: str) -> tuple:
         """Phase one's result for a file whose analysis killed the worker (and a process of its
         own): a candidate whose facts are the crash (DTP000), with its digest so that a warm run
         finds it uncached and tries again."""
