@@ -3,6 +3,8 @@ suppressions -> findings. Rules read facts; they never walk the filesystem."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import time
 from pathlib import Path
@@ -43,6 +45,28 @@ def lint(
 ) -> Report:
     """`overlay`: {path: bytes} analysed instead of what the disk holds (an editor's unsaved
     buffer, stdin); such a path need not exist."""
+    with collector_paused():
+        return _lint(paths, config, jobs=jobs, use_cache=use_cache, cache_dir=cache_dir, cwd=cwd, overlay=overlay)
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """CPython's cyclic garbage collector paused, then restored as it was. This process keeps
+    millions of small objects for the run (a big file's facts, the findings), none in a cycle,
+    and the collector would scan them again and again as more are allocated: the rules' run over a
+    4 MB file's facts took 1.3-1.8 s with it, 0.4-0.5 s without. The pool's workers are forked
+    with it paused and collect once a batch (parallel._tracked)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _lint(paths: Sequence[str | Path], config, *, jobs: int | None, use_cache: bool, cache_dir: Path | None,
+          cwd: Path | None, overlay: dict[str, bytes] | None) -> Report:
     from placement_lint import parallel, prefilter, source_text
     from placement_lint.discovery import discover
     from placement_lint.source_text import not_regular
