@@ -320,12 +320,14 @@ def _tracked(fn: Callable[[list], list], items: list, indices: list[int], track:
 
     Workers are forked while engine.lint has CPython's cyclic collector paused, and keep it so:
     it would rescan a file's LibCST trees over and over as they are built (cold torch/ 10-15 %
-    slower with it). What little cyclic garbage an analysis leaves is collected once a batch."""
+    slower with it). What little cyclic garbage an analysis leaves is collected once a batch:
+    the youngest generation only, which (nothing being promoted while paused) holds everything
+    allocated since the last batch, and not the modules imported before the fork."""
     try:
         return _batch(fn, items, indices, track)
     finally:
         if not gc.isenabled():
-            gc.collect()
+            gc.collect(0)
 
 
 def _batch(fn: Callable[[list], list], items: list, indices: list[int], track: str | None) -> list:
