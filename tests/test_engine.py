@@ -317,3 +317,50 @@ def test_torch_named_project_package_is_not_torch(tmp_path):
     res = run(["--no-cache", "--format", "json", "--min-confidence", "low", "."], tmp_path)
     found = [(f["path"], f["line"], f["code"], f["confidence"]) for f in json.loads(res.output)["findings"]]
     assert found == [("torchtitan/models/llama4/parallelize.py", 7, "DTP102", "medium")]  # the plan entry
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_paused_for_a_run_and_restored(lint_files, monkeypatch, enabled):
+    """engine.lint pauses CPython's cyclic collector (the main process keeps millions of acyclic
+    objects) and leaves it as it found it, also when the run raises."""
+    import gc
+
+    from placement_lint import engine
+
+    seen = []
+    real = engine.run_rules
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "run_rules", spy)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        report = lint_files({"m.py": BUG})
+        assert report.findings and seen and not any(seen)
+        assert gc.isenabled() is enabled
+        monkeypatch.setattr(engine, "run_rules", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            lint_files({"m.py": BUG})
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
+
+
+def test_a_worker_with_the_collector_paused_collects_after_each_batch(monkeypatch):
+    """parallel._tracked: the youngest generation (everything since the last batch) once a batch."""
+    import gc
+
+    from placement_lint import parallel
+
+    calls = []
+    monkeypatch.setattr(parallel.gc, "collect", lambda generation=2: calls.append(generation))
+    gc.disable()
+    try:
+        assert parallel._tracked(lambda items: [x * 2 for x in items], [1, 2], [0, 1], None) == [2, 4]
+    finally:
+        gc.enable()
+    assert calls == [0]
+    parallel._tracked(lambda items: items, [1], [0], None)  # the collector running: left to itself
+    assert calls == [0]
