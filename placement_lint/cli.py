@@ -213,6 +213,10 @@ def check(paths: tuple[str, ...], fmt: str, output_file: Path | None, select: tu
     Given files only (pre-commit, an editor), the project around them is analysed and the
     findings located in or caused by them are reported (see --project-root, --no-project)."""
     from placement_lint import engine, reporters
+
+    # the collector paused through the report too: rendering a big file's findings allocates
+    # millions of strings while the findings are alive (engine.collector_paused says why)
+    click.get_current_context().with_resource(engine.collector_paused())
     from placement_lint.config import load_config
 
     overrides = {

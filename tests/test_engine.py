@@ -364,3 +364,19 @@ def test_a_worker_with_the_collector_paused_collects_after_each_batch(monkeypatc
     assert calls == [0]
     parallel._tracked(lambda items: items, [1], [0], None)  # the collector running: left to itself
     assert calls == [0]
+
+
+def test_the_check_command_restores_the_collector(tmp_path, monkeypatch):
+    """`check` keeps the collector paused through its report, then leaves it as it was."""
+    import gc
+
+    from placement_lint import reporters
+
+    seen = []
+    real = reporters.render
+    monkeypatch.setattr(reporters, "render", lambda *a, **k: seen.append(gc.isenabled()) or real(*a, **k))
+    (tmp_path / "m.py").write_text(BUG)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli_main, ["check", "--no-cache", "m.py"])
+    assert result.exit_code == 1, result.output
+    assert seen == [False] and gc.isenabled()
