@@ -69,7 +69,7 @@ class Config:
     per_file_ignores: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     respect_gitignore: bool = True
     max_file_size: int | None = None  # bytes; None: PLACEMENT_LINT_MAX_FILE_SIZE or 64 MiB
-    file_timeout: float | None = None  # seconds a file's analysis may take on the pool; 0: no limit
+    file_timeout: float | None = None  # seconds a file's analysis may take; 0: no limit
     root: Path = dataclasses.field(default_factory=Path.cwd)  # directory of the config file used
     source: Path | None = None  # the config file used, if any
     extend_select: list[str] = dataclasses.field(default_factory=list)

@@ -4,6 +4,7 @@ started by the first phase that needs it and reused by the later ones."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shutil
@@ -18,10 +19,11 @@ from typing import Any, Callable, Sequence
 POOL_MIN_BYTES = 400_000
 
 
-#: the most seconds one item (a file's analysis) may take on the pool before its worker is killed
-#: and the item reported as too slow (`file-timeout` in the configuration, or this variable;
-#: "0" or "off": no limit). Generous: analysis is linear in a file's size (a 20 MB file dense with
-#: findings takes about 4 minutes), so only a pathological input reaches it
+#: the most seconds one item (a file's analysis) may take before its worker is killed (in this
+#: process: interrupted by a timer) and the item reported as too slow (`file-timeout` in the
+#: configuration, or this variable; "0" or "off": no limit). Generous: analysis is linear in a
+#: file's size (a 20 MB file dense with findings takes about 4 minutes in one process), so only a
+#: pathological input reaches it
 ITEM_TIMEOUT_ENV = "PLACEMENT_LINT_FILE_TIMEOUT"
 DEFAULT_ITEM_TIMEOUT = 900.0
 #: the configuration's `file-timeout` for the run under way (engine.lint sets it); None: not set
@@ -31,7 +33,7 @@ TIMED_OUT = "timed out"
 
 
 def item_timeout() -> float | None:
-    """Seconds an item may take on the pool (None: unbounded). Raises UsageError for an
+    """Seconds an item may take (None: unbounded). Raises UsageError for an
     environment value that is not a number of seconds."""
     raw = os.environ.get(ITEM_TIMEOUT_ENV, "").strip().lower()
     if not raw:
@@ -105,7 +107,7 @@ class Pool:
         kills its process too gets `on_crash(item, reason)` as its result; the other unfinished
         items go to a fresh pool. Without `on_crash`, a crash raises WorkerCrash."""
         if not self.would_pool(weights):
-            return fn(list(items))
+            return self._in_process(fn, items, on_crash)
         results: list = [None] * len(items)
         todo = list(range(len(items)))
         done = 0
@@ -130,6 +132,22 @@ class Pool:
             todo = [i for i in lost if i not in suspects] if suspects else []
         self.pooled_maps += 1
         return results
+
+    def _in_process(self, fn: Callable[[list], list], items: Sequence[Any],
+                    on_crash: Callable[[Any, str], Any] | None) -> list:
+        """`fn` over `items` in this process, each item bounded by the time limit where a timer
+        signal can interrupt it: in the main thread, with no timer of the caller's running. (An
+        item on the deep-stack thread, analysis/depth.py, is abandoned there, not stopped.)"""
+        if not self.timeout or not _can_time():
+            return fn(list(items))
+        out = []
+        for item in items:
+            try:
+                with _time_limit(self.timeout):
+                    out.extend(fn([item]))
+            except _TooSlow:
+                out.append(_crashed(on_crash, item, _slow(self.timeout)))
+        return out
 
     def _run(self, executor, fn, items, weights, todo, per_worker, results, progress, done) -> list[int]:
         """One pooled pass over the item indices `todo`; the indices whose results were lost to
@@ -256,6 +274,33 @@ def crash_reason(exitcode: int | None) -> str:
             name = "unknown signal"
         return f"signal {-exitcode}: {name}"
     return f"exit code {exitcode}"
+
+
+class _TooSlow(BaseException):
+    """An item ran past the time limit in this process (a BaseException: the analysis's own
+    `except Exception` handlers must not take it for an error of the file)."""
+
+
+def _can_time() -> bool:
+    """Whether an item in this process can be bounded by a timer signal."""
+    import threading
+
+    return (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+            and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    def expired(signum, frame):
+        raise _TooSlow
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _slow(seconds: float | None) -> str:

@@ -174,16 +174,17 @@ def test_a_native_parser_crash_costs_only_its_file(tmp_path):
     refused(found, "crash.py", 5, "brackets nested 1,301 deep at line 5", "not analysed")
 
 
-def test_a_file_slower_than_the_time_limit_costs_only_its_file(tmp_path):
+@pytest.mark.parametrize("jobs", ["2", "1"])
+def test_a_file_slower_than_the_time_limit_costs_only_its_file(tmp_path, jobs):
     """A file whose analysis takes longer than the per-file limit (here 1 s; the default is 15
-    minutes) has its worker killed and becomes one DTP000 saying so; it is not run again, and
-    every other file is reported."""
+    minutes) has its worker killed (-j 1: its analysis interrupted) and becomes one DTP000 saying
+    so; it is not run again, and every other file is reported."""
     slow = hostile.dense(600_000)  # several seconds of analysis here
     files = {"slow.py": slow, "padding.py": padding()}
     files.update({f"copy{i}.py": FIXTURE for i in range(4)})
     write(tmp_path, files)
     start = time.monotonic()
-    found = lint(tmp_path, "--jobs", "2", env={"PLACEMENT_LINT_FILE_TIMEOUT": "1"})
+    found = lint(tmp_path, "--jobs", jobs, env={"PLACEMENT_LINT_FILE_TIMEOUT": "1"})
     refused(found, "slow.py", 1, "analysis timed out after 1 s", "file-timeout", "not analysed")
     for i in range(4):
         analysed(found, f"copy{i}.py")
@@ -236,6 +237,20 @@ def test_pool_kills_a_worker_stuck_on_one_item():
     assert _one_bad_item(_sleep_on_marker, "slow", 30, 11, Pool(2, timeout=1.0)) == "slow: timed out after 1 s"
     assert time.monotonic() - start < 30  # killed, and not run a second time
     assert isolated(_sleep_on_marker, "slow", lambda item, reason: reason, timeout=0.5) == "timed out after 0.5 s"
+
+
+def test_an_item_in_this_process_is_bounded_too():
+    """A run too small for the pool (or -j 1) analyses in this process: a timer interrupts an item
+    past the limit, the others come back, and the caller's SIGALRM handler is restored."""
+    from placement_lint.parallel import Pool
+
+    before = signal.getsignal(signal.SIGALRM)
+    start = time.monotonic()
+    pool = Pool(1, timeout=0.5)
+    got = pool.map_weighted(_sleep_on_marker, ["a", "slow", "b"], [1, 1, 1], on_crash=lambda item, reason: f"{item}: {reason}")
+    assert got == ["A", "slow: timed out after 0.5 s", "B"]
+    assert time.monotonic() - start < 10 and not pool.running
+    assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL)[0] == 0
 
 
 def test_pool_survives_a_dead_worker_and_names_the_item():
