@@ -70,6 +70,7 @@ class FileAnalyzer(StatementsMixin, ExpressionsMixin, CallsMixin, SitesMixin, Su
         # this analyzer analyses (None: all), and what the merge needs to put the parts together
         self.own: set[int] | None = None
         self.entry_key: tuple = ()  # the deferred function being analysed; () at module level
+        self.module_sites = 0  # sites recorded by module-level code (set once it has run)
         self._children: dict[Any, int] = {}  # deferrals made so far by a block (module level) / entry
         self.shared_writes = 0  # imports and classes recorded: state every later function reads
         self.entries: list[tuple[tuple, int, int, bool]] = []  # (key, first site, end, owned)

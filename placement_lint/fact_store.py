@@ -280,24 +280,30 @@ class FactStore:
         """Facts of (path, bytes, mode) items on the pool, big files split across it."""
         from placement_lint import file_parts
 
-        counts = self._parts([len(item[1]) for item in items])
-        expanded = [(*item, (k, n)) if n > 1 else item for item, n in zip(items, counts) for k in range(n)]
-        weights = [len(item[1]) // (item[3][1] if len(item) > 3 else 1) for item in expanded]
-        results = iter(self.pool.map_weighted(compute_facts, expanded, weights, on_crash=_crashed))
+        expanded, weights, counts = self._split(items, [len(item[1]) for item in items])
+        results = self.pool.map_weighted(compute_facts, expanded, weights, on_crash=_crashed)
         out = []
-        for item, n in zip(items, counts):
-            facts = [next(results) for _ in range(n)]
-            merged = facts[0] if n == 1 else file_parts.merge(facts)
-            if merged is None:  # the parts cannot stand for one analysis: the file in one piece
-                merged = self.pool.map(compute_facts, [item], on_crash=_crashed)[0]
-            out.append(merged)
+        for item, facts in zip(items, _grouped(results, counts)):
+            merged = facts[0] if len(facts) == 1 else file_parts.merge(facts)
+            out.append(merged if merged is not None else self._whole(item))
         return out
 
-    def _parts(self, sizes: Sequence[int]) -> list[int]:
-        """How many parts each file of these sizes is analysed in (1: whole)."""
+    def _split(self, items: Sequence[tuple], sizes: Sequence[int]) -> tuple[list[tuple], list[int], list[int]]:
+        """The pool's items for `items` (of these sizes): a big file's item once per part, with
+        (k, n) appended (file_parts.py); their weights; and how many parts each item became."""
         from placement_lint import file_parts
 
-        return [file_parts.count(size, self.pool.workers) for size in sizes]
+        counts = [file_parts.count(size, self.pool.workers) for size in sizes]
+        expanded, weights = [], []
+        for item, size, n in zip(items, sizes, counts):
+            for k in range(n):
+                expanded.append((*item, (k, n)) if n > 1 else item)
+                weights.append(size // n)
+        return expanded, weights, counts
+
+    def _whole(self, item: tuple[str, bytes, str]) -> dict[str, Any]:
+        """A file's facts analysed in one piece: its parts could not stand for one analysis."""
+        return self.pool.map(compute_facts, [item], on_crash=_crashed)[0]
 
     def _scan_crash(self, item: tuple, reason: str) -> tuple:
         """Phase one's result for a file whose analysis killed the worker (and a process of its
@@ -325,18 +331,17 @@ class FactStore:
         from placement_lint.progress import Bar, bar_enabled
 
         bar = Bar("analysing files") if bar_enabled() else None
-        counts = self._parts([size for _, size in items])
-        expanded = [(path, size // n, (k, n)) if n > 1 else (path, size) for (path, size), n in zip(items, counts) for k in range(n)]
+        expanded, weights, counts = self._split(items, [size for _, size in items])
         try:
-            results = iter(self.pool.map_weighted(partial(scan_files, mode=mode, cache=self.cache), expanded,
-                                                  [item[1] for item in expanded], per_worker=SCAN_BATCHES_PER_WORKER,
-                                                  progress=bar.update if bar is not None else None,
-                                                  on_crash=self._scan_crash))
+            results = self.pool.map_weighted(partial(scan_files, mode=mode, cache=self.cache), expanded, weights,
+                                             per_worker=SCAN_BATCHES_PER_WORKER,
+                                             progress=bar.update if bar is not None else None,
+                                             on_crash=self._scan_crash)
         finally:
             if bar is not None:
                 bar.close()
-        return [next(results) if n == 1 else self._joined(path, [next(results) for _ in range(n)], mode)
-                for (path, _), n in zip(items, counts)]
+        return [parts[0] if len(parts) == 1 else self._joined(path, parts, mode)
+                for (path, _), parts in zip(items, _grouped(results, counts))]
 
     def _joined(self, path: str, results: list[tuple], mode: str) -> tuple:
         """Phase one's result for a file from its parts' (scan_files' form)."""
@@ -366,7 +371,7 @@ class FactStore:
 
             if content_digest(data) != digest:
                 return (CHANGED,)
-            merged = self.pool.map(compute_facts, [(path, data, mode)], on_crash=_crashed)[0]
+            merged = self._whole((path, data, mode))
         if self.cache is not None and "_part" in parts[0] and not merged.get("crashed"):
             self.cache.put(digest, mode, merged)  # (computed by the parts, not served by the cache)
         return (True, shown, merged)
@@ -375,6 +380,12 @@ class FactStore:
         """Stop the worker pool, if one was started."""
         if self._pool is not None:
             self._pool.close()
+
+
+def _grouped(results: Sequence[Any], counts: Sequence[int]) -> list[list[Any]]:
+    """`results` cut into consecutive runs of these lengths (each item's parts, FactStore._split)."""
+    it = iter(results)
+    return [[next(it) for _ in range(n)] for n in counts]
 
 
 def start_early_late(store: FactStore, index, sources: dict[str, Source], facts: dict[str, dict[str, Any]]):

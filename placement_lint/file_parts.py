@@ -25,7 +25,6 @@ SPLIT_FROM = 2 * 1024 * 1024
 PART_BYTES = 1024 * 1024
 
 
-
 def unsplit() -> dict[str, Any]:
     """A part's facts when the file turned out to have no lazily parsed function (part 0 analysed
     it whole), or part 0's facts were in the cache. (A new dict each time: facts get keys added.)"""
@@ -119,17 +118,18 @@ def _merged(parts: Sequence[dict[str, Any]], infos: list[dict[str, Any]]) -> dic
             if p == 0:
                 new_index[i] = len(sites)
             sites.append(parts[p]["sites"][i])
-    # functions: which entry bound each symbol; shared symbols from part 0
+    # functions: which entry bound each symbol; shared symbols from part 0 (every part has the
+    # same shared keys, checked above; () is the module level, whose methods run at once)
+    shared_keys = {*keys, ()}
     owner: dict[str, tuple[tuple, int]] = {}
     for p, info in enumerate(infos):
-        shared_keys = {key for key, _, _, owned in info["entries"] if not owned}
         for symbol, key in info["functions"]:
-            if p and (key == () or key in shared_keys):
+            if p and key in shared_keys:
                 continue  # shared code: compared below, taken from part 0
             if symbol in owner and owner[symbol] != (key, p):
                 return None  # a name defined twice: which one wins depends on the order
             owner[symbol] = (key, p)
-    shared_functions = {s: first["functions"].get(s) for s, (key, p) in owner.items() if p == 0 and (key == () or key in keys)}
+    shared_functions = {s: first["functions"].get(s) for s, (key, p) in owner.items() if p == 0 and key in shared_keys}
     for facts in parts[1:]:
         if any(facts["functions"].get(s) != info for s, info in shared_functions.items()):
             return None

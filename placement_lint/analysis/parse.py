@@ -85,14 +85,10 @@ def _facts(text: str, pieces: Sequence[tuple[int, str, Any]], positions: str, ra
         try:
             return analyze_blocks(blocks, positions=positions, rank_fields=rank_fields, lazy=lazy, parse=parse_module, own=own)
         except (cst.ParserSyntaxError, LazyMismatch):
-            if part is not None:
-                from placement_lint.file_parts import failed
-
-                return failed()  # (the whole file is analysed in one piece instead)
-            if not lazy:
+            if not lazy or part is not None:
                 raise
             blocks = [(start, parse_module(src), members) for start, src, members in pieces]  # as if not lazy
-    except cst.ParserSyntaxError:
+    except (cst.ParserSyntaxError, LazyMismatch):  # (a LazyMismatch gets here only from a part)
         if part is not None:
             from placement_lint.file_parts import failed
 
