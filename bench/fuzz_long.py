@@ -5,6 +5,12 @@ pipeline (placement_lint.lint_source, the program as its fixture's file in its p
 raises. Prints the count, the crashes by kind and the programs per second.
 
     nice -n 19 .venv/bin/python bench/fuzz_long.py --count 100000 --seed 1 --save crashes/
+    .venv/bin/python bench/fuzz_long.py --compare-parsers --count 20000   # the two front ends
+
+With --compare-parsers each program is instead analysed twice, with LibCST's tree and with the
+fast front end's (placement_lint/analysis/fast_parse.py), in the first-pass and the whole-file
+modes: different facts (positions included) count as a crash kind, "facts differ". Programs LibCST
+rejects (CPython may accept them) are not compared.
 
 One process (the analysis is single-threaded; the machine is shared). A RecursionError (deep
 nesting) is counted on its own: the depth guard is separate work. The smallest program of each
@@ -35,6 +41,20 @@ class Timeout(Exception):
     pass
 
 
+class Differ(Exception):
+    """The two front ends gave different facts."""
+
+
+def compare_parsers(text: str) -> None:
+    from test_fast_parse import both
+
+    data = text.encode("utf-8", "surrogatepass")
+    for mode in ("", "full"):
+        libcst, fast = both(data, mode)
+        if '"error": null' in libcst and fast != libcst:
+            raise Differ(mode)
+
+
 def _alarm(signum, frame):
     raise Timeout()
 
@@ -45,6 +65,8 @@ def kind_of(exc: BaseException) -> str:
         return "RecursionError (deep nesting)"
     if isinstance(exc, Timeout):
         return "Timeout"
+    if isinstance(exc, Differ):
+        return f"facts differ (mode {str(exc)!r})"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "placement_lint" in f.filename or "/rules/" in f.filename]
     where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].name}" if frames else "?"
     return f"{type(exc).__name__} at {where}"
@@ -79,6 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--save", type=Path, help="folder for the smallest program of each crash kind")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--progress", type=int, default=1000, help="a line on stderr every N programs")
+    ap.add_argument("--compare-parsers", action="store_true", help="compare the two front ends' facts instead")
     args = ap.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -108,8 +131,11 @@ def main(argv=None) -> int:
         counts["valid"] += parse(text) is not None
         signal.alarm(args.timeout)
         try:
-            check_facts(text)
-            projects.lint(text, path)
+            if args.compare_parsers:
+                compare_parsers(text)
+            else:
+                check_facts(text)
+                projects.lint(text, path)
         except Exception as exc:  # noqa: BLE001 - every crash is a finding of this run
             kind = kind_of(exc)
             crashes[kind] += 1
@@ -128,7 +154,7 @@ def main(argv=None) -> int:
                   f"({len(crashes)} kinds)", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - start
     figures = {
-        "count": args.count, "seed": args.seed, "seconds": round(elapsed, 1),
+        "count": args.count, "seed": args.seed, "compare_parsers": args.compare_parsers, "seconds": round(elapsed, 1),
         "programs_per_s": round(args.count / elapsed, 1), "mutants": counts["mutant"],
         "generated": counts["generated"], "valid_python": counts["valid"],
         "crashes": dict(crashes.most_common()),

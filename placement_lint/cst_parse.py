@@ -23,8 +23,21 @@ def _no_validation(self: CSTNode) -> None:
     return None
 
 
+#: build the tree from CPython's parser where it can (analysis/fast_parse.py); tests switch it off
+#: to compare the two
+FAST = True
+
+
 def parse_module(source: str) -> cst.Module:
-    """`libcst.parse_module(source)`, the nodes unvalidated where that is known to be safe."""
+    """The tree of `source`: from CPython's parser when the fast front end reproduces it
+    (analysis/fast_parse.py), else `libcst.parse_module(source)`, the nodes unvalidated where
+    that is known to be safe."""
+    if FAST:
+        from placement_lint.analysis.fast_parse import parse
+
+        module = parse(source)
+        if module is not None:
+            return module
     if not _SKIPPABLE:
         return cst.parse_module(source)
     CSTNode.__post_init__ = _no_validation  # type: ignore[method-assign]

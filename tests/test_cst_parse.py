@@ -13,6 +13,12 @@ from placement_lint import cst_parse
 SOURCE = (Path(__file__).parent.parent / "fixtures" / "tp_expert_matmul.py").read_text()
 
 
+@pytest.fixture(autouse=True)
+def libcst_only(monkeypatch):
+    """These tests are about LibCST's own parse (the fast front end has its tests/test_fast_parse.py)."""
+    monkeypatch.setattr(cst_parse, "FAST", False)
+
+
 @pytest.fixture
 def validations(monkeypatch):
     """Counts the Name nodes that validate themselves."""

@@ -9,7 +9,7 @@ import libcst as cst
 
 from placement_lint import api
 from placement_lint.analysis.lazy import Placed
-from placement_lint.analysis.positions import table
+from placement_lint.analysis.positions import source_of, table
 from placement_lint.analysis.scopes import Scope
 from placement_lint.analysis.syntax import dotted, is_data_parallel_name, kwarg
 from placement_lint.analysis.values import ANY, V, placements_of
@@ -127,7 +127,8 @@ class SitesMixin:
         for n in nodes:
             if n is None:
                 continue
-            if is_data_parallel_name(self.module.code_for_node(n)):
+            text = getattr(self.module, "text", None)
+            if is_data_parallel_name(self.module.code_for_node(n) if text is None else source_of(self.module, n)):
                 return "data"
         return "call"
 
@@ -243,9 +244,10 @@ class SitesMixin:
                 assert node.range is not None, "a position the lazy analysis did not expect to be asked"
                 fill(node.range, self.blocks[b][0] - 1, 0)
                 return
-            if unit is not None:
+            if unit is not None and not hasattr(self.blocks[b][1], "ranges"):
                 # one method, code-generated on its own: dedented by its class indent, and its
-                # leading blank/comment lines come first
+                # leading blank/comment lines come first (a tree from the fast front end has
+                # every node's range in the block already: analysis/fast_parse.py)
                 fn, line0, indent = unit
                 key: Any = ("unit", id(fn))
                 origin.setdefault(key, (fn, line0 - len(fn.leading_lines), indent))

@@ -76,6 +76,8 @@ class StatementsMixin:
         elif isinstance(stmt, cst.Match):
             self.expr(stmt.subject, scope)
             self.branches([c.body.body for c in stmt.cases], scope)
+        elif isinstance(stmt, cst.BaseSmallStatement):
+            self.small(stmt, scope)  # a one-line block (`if c: y = x.to_local()`) holds them bare
         elif hasattr(stmt, "body") and isinstance(getattr(stmt, "body"), cst.BaseSuite):
             self.block(stmt.body.body, scope)  # type: ignore[attr-defined]
 
