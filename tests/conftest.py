@@ -7,6 +7,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def strict_fast_parse(monkeypatch):
+    """A failure of the fast front end itself raises in tests (a user's run falls back to LibCST)."""
+    from placement_lint.analysis import fast_parse
+
+    monkeypatch.setattr(fast_parse, "_STRICT", True)
+
+
 @pytest.fixture
 def lint_files(tmp_path, monkeypatch):
     """Write {name: source} into a temp project and lint it; returns the Report."""

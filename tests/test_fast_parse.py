@@ -82,6 +82,10 @@ SHAPES = [
     "def f(x, r):\n    h = x.to_local()\n    g(h,\n      (h[r]),  # a comment\n      key=(h))\n",
     "ф = 1\ndef f(x, r):\n    s = 'ünïcode'; h = x.to_local()[r]\n    return {'é': h, 'k': s}\n",
     "def f(x, r):\n    h = x.to_local()\n    g((h\n       for h in x), [i for i in h if i], {i: h for i in r})\n",
+    "from torch.distributed.tensor import *\nfrom . import a as b\nimport a.b.c as d, e\n"
+    "class C(B, *bases, metaclass=M, **kw):\n    global g\n    def f(self, x):\n        def inner():\n"
+    "            nonlocal x\n            x: int = 1\n        assert x, 'm'\n        x += x.to_local()\n"
+    "        raise ValueError() from x.to_local()\n",
 ]
 
 

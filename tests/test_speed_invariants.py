@@ -303,19 +303,19 @@ def test_wrong_shape_cache_entry_is_recomputed(gen_tree, tmp_path, monkeypatch, 
 
 
 class ParseSpy:
-    """The texts handed to LibCST's parser in this process (jobs=1)."""
+    """The texts handed to the parser (the fast front end, else LibCST) in this process (jobs=1)."""
 
     def __init__(self, monkeypatch):
-        import libcst
+        from placement_lint import cst_parse
 
         self.texts: list[str] = []
-        real = libcst.parse_module
+        real = cst_parse.parse_module
 
         def spying(source, *a, **k):
             self.texts.append(source)
             return real(source, *a, **k)
 
-        monkeypatch.setattr(libcst, "parse_module", spying)
+        monkeypatch.setattr(cst_parse, "parse_module", spying)
 
     def parsed(self, needle: str) -> bool:
         return any(needle in t for t in self.texts)
