@@ -157,16 +157,6 @@ class _Builder:
         self.starts = [0] + [m.end() for m in _NEWLINES.finditer(text)]
         self.ranges: dict[Any, tuple[int, int, int, int]] = {}
         self._bytes: dict[int, bytes] = {}
-        self.expr_of: dict[type, Callable[[Any], Any]] = {
-            ast.Name: self.name, ast.Attribute: self.attribute, ast.Call: self.call, ast.Subscript: self.subscript,
-            ast.Constant: self.constant, ast.BinOp: self.binop, ast.UnaryOp: self.unaryop, ast.BoolOp: self.boolop,
-            ast.Compare: self.compare, ast.IfExp: self.ifexp, ast.Tuple: self.sequence, ast.List: self.sequence,
-            ast.Set: self.sequence, ast.Dict: self.dict, ast.ListComp: self.comprehension,
-            ast.SetComp: self.comprehension, ast.GeneratorExp: self.comprehension, ast.DictComp: self.comprehension,
-            ast.Lambda: self.lambda_, ast.NamedExpr: self.namedexpr, ast.Await: self.await_, ast.Yield: self.yield_,
-            ast.YieldFrom: self.yield_, ast.Starred: self.starred, ast.JoinedStr: self.joinedstr,
-            ast.Slice: self.slice,
-        }
 
     # -- positions --------------------------------------------------------------------------------
     def column(self, line: int, col: int) -> int:
@@ -448,10 +438,10 @@ class _Builder:
 
     # -- expressions --------------------------------------------------------------------------------
     def expr(self, n: ast.expr) -> Any:
-        build = self.expr_of.get(type(n))
+        build = _EXPRESSIONS.get(type(n))
         if build is None:
             raise Unsupported(type(n).__name__)
-        return build(n)
+        return build(self, n)
 
     def name(self, n: ast.Name) -> Any:
         return self.at(_node(cst.Name, value=n.id), self.span(n))
@@ -663,3 +653,17 @@ class _Builder:
         if isinstance(n, ast.YieldFrom):
             value = self.at(_node(cst.From, item=value), self.ranges[value])
         return self.at(_node(cst.Yield, value=value), self.span(n))
+
+
+#: the builder of each expression node (a class-level table: bound methods kept on the builder would
+#: make a cycle, and a worker's paused collector would keep every block's tree until its batch ends)
+_EXPRESSIONS: dict[type, Callable[[_Builder, Any], Any]] = {
+    ast.Name: _Builder.name, ast.Attribute: _Builder.attribute, ast.Call: _Builder.call, ast.Subscript: _Builder.subscript,
+    ast.Constant: _Builder.constant, ast.BinOp: _Builder.binop, ast.UnaryOp: _Builder.unaryop, ast.BoolOp: _Builder.boolop,
+    ast.Compare: _Builder.compare, ast.IfExp: _Builder.ifexp, ast.Tuple: _Builder.sequence, ast.List: _Builder.sequence,
+    ast.Set: _Builder.sequence, ast.Dict: _Builder.dict, ast.ListComp: _Builder.comprehension,
+    ast.SetComp: _Builder.comprehension, ast.GeneratorExp: _Builder.comprehension, ast.DictComp: _Builder.comprehension,
+    ast.Lambda: _Builder.lambda_, ast.NamedExpr: _Builder.namedexpr, ast.Await: _Builder.await_, ast.Yield: _Builder.yield_,
+    ast.YieldFrom: _Builder.yield_, ast.Starred: _Builder.starred, ast.JoinedStr: _Builder.joinedstr,
+    ast.Slice: _Builder.slice,
+}
