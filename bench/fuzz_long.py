@@ -8,7 +8,7 @@ raises. Prints the count, the crashes by kind and the programs per second.
     .venv/bin/python bench/fuzz_long.py --compare-parsers --count 20000   # the two front ends
 
 With --compare-parsers each program is instead analysed twice, with LibCST's tree and with the
-fast front end's (placement_lint/analysis/fast_parse.py), in the first-pass and the whole-file
+fast front end's (placement_lint/analysis/fast_parse.py), in the positions and the whole-file
 modes: different facts (positions included) count as a crash kind, "facts differ". Programs LibCST
 rejects (CPython may accept them) are not compared.
 
@@ -49,7 +49,7 @@ def compare_parsers(text: str) -> None:
     from test_fast_parse import both
 
     data = text.encode("utf-8", "surrogatepass")
-    for mode in ("", "full"):
+    for mode in ("positions", "full"):
         libcst, fast = both(data, mode)
         if '"error": null' in libcst and fast != libcst:
             raise Differ(mode)

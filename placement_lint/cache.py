@@ -44,7 +44,7 @@ def code_fingerprint() -> str:
 #: the keys every facts entry has, with their types
 _SHAPE = {"sites": list, "classes": list, "suppressions": dict, "parsed": bool, "mode": str}
 #: keys some facts have, with their types
-_OPTIONAL = {"functions": dict, "suppression_names": list, "dp_context": bool, "unpositioned": bool}
+_OPTIONAL = {"functions": dict, "suppression_names": list, "dp_context": bool, "unpositioned": bool, "positioned": bool}
 
 
 def valid_facts(facts: Any) -> bool:

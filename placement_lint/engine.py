@@ -302,12 +302,13 @@ def _lint(paths: Sequence[str | Path], config, *, jobs: int | None, use_cache: b
             scans.save()
 
         # Phase three: positions, only for the files that have findings (and the files holding the
-        # hooks those findings point to); then the rules run again on positioned facts.
-        first = list(run_rules(index, config, suppress=False)) if facts else []
-        need = {f.path for f in first} | {path for fqn in index.leaky_styles() for path in [index.classes[fqn][0]]}
-        need |= {r.path for f in first for r in f.related if r.path in facts}  # a callee's evidence, a hook
+        # hooks those findings point to) and lack them; then the rules run again on positioned facts.
+        first = list(judged(index, config)) if facts else []
+        need = {f.path for f, _ in first} | {path for fqn in index.leaky_styles() for path in [index.classes[fqn][0]]}
+        need |= {r.path for f, _ in first for r in f.related if r.path in facts}  # a callee's evidence, a hook
         whole = sorted(p for p in need if facts[p].get("mode") == "whole")
-        need = {p for p in need if facts[p].get("mode") in ("", skip)}
+        # (a first pass positioned as it went needs no second: analysis/fast_parse.py)
+        need = {p for p in need if facts[p].get("mode") in ("", skip) and not facts[p].get("positioned")}
         if need or whole:
             # their first-pass facts are replaced: let them go first (with the index, which holds
             # them too), so that a big file's two sets of facts never live at once. The key stays,
@@ -328,7 +329,10 @@ def _lint(paths: Sequence[str | Path], config, *, jobs: int | None, use_cache: b
     finally:
         store.close()  # the pool, if a phase started one, serves no later phase
 
-    findings = list(run_rules(index, config)) if facts else []
+    if first is not None:  # phase three changed no facts: the first run's findings stand, unsuppressed
+        findings = [f for f, hidden in first if not hidden]
+    else:
+        findings = list(run_rules(index, config)) if facts else []
     parsed = sum(1 for f in facts.values() if f.get("parsed"))
     # the findings carry all the report needs: the facts (most of a big file's memory) go now
     index = None
@@ -347,7 +351,13 @@ def _lint(paths: Sequence[str | Path], config, *, jobs: int | None, use_cache: b
     )
 
 
-def run_rules(index, config, suppress: bool = True) -> Iterable[Finding]:
+def run_rules(index, config) -> Iterable[Finding]:
+    """The findings the configuration reports, suppressed ones left out."""
+    return (f for f, hidden in judged(index, config) if not hidden)
+
+
+def judged(index, config) -> Iterable[tuple[Finding, bool]]:
+    """Every finding the configuration reports, with whether a suppression comment hides it."""
     from placement_lint.rule import FileContext, all_rules
     from placement_lint.suppression import is_suppressed
 
@@ -369,9 +379,7 @@ def run_rules(index, config, suppress: bool = True) -> Iterable[Finding]:
                 continue
             if f.confidence < min_conf and f.code != "DTP000":
                 continue
-            if suppress and is_suppressed(table, f.line, f.code, f.slug):
-                continue
-            yield f
+            yield f, is_suppressed(table, f.line, f.code, f.slug)
 
 
 def parse_error_finding(path: str, err: dict[str, Any]) -> Finding:

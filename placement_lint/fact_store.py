@@ -109,7 +109,7 @@ def scan_files(items: Sequence[tuple], mode: str, cache) -> list[tuple]:
                 # DTensor, and so names it): do it now, in parallel, instead of serially later;
                 # the parent restores the first-pass facts if its index disagrees
                 facts = _computed(data, digest, "full", cache)
-            elif alone_has_findings(path, facts, mode):
+            elif not facts.get("positioned") and alone_has_findings(path, facts, mode):
                 # phase three would position this file (it has a finding on its own): do it now,
                 # in parallel, rather than serially after the index is built
                 facts = (cache.get(digest, "positions" + mode) if cache is not None else None) or \

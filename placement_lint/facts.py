@@ -40,9 +40,11 @@ EMPTY: dict[str, Any] = {"sites": [], "classes": [], "suppressions": {}, "parsed
 #: without it are never served for each other.
 SKIP_TEST_RANK = "/skip-test-rank"
 
-#: analysis modes. "" (the first pass): relevant regions only, no positions (computing them costs a
-#: code-generating pass per block, and most files have no finding). "positions": the same, with
-#: positions for every site a rule reads, for files that have findings. "full": the whole file,
+#: analysis modes. "" (the first pass): relevant regions only, positioned where the tree comes with
+#: its positions (analysis/fast_parse.py; the facts say "positioned" when no position "positions"
+#: would give is missing): a block LibCST parsed would cost a code-generating pass, and most files
+#: have no finding. "positions": the same, every site a rule reads positioned, for files that have
+#: findings and are not "positioned" yet. "full": the whole file,
 #: every position, for files that apply a project ParallelStyle by name (no static token can
 #: announce those, and the applying code may sit in a region the first pass dropped); it selects
 #: no regions, so it has no SKIP_TEST_RANK variant.
@@ -91,7 +93,7 @@ def file_facts(data: bytes, mode: str = "", part: tuple[int, int] | None = None)
         pieces = all_blocks(text) if force else select_blocks(text, skip_test_rank, keyword_fields)
         if part is not None:
             _last_part[:] = [memo, pieces]
-    positions = {"full": "all", "positions": "sites"}.get(mode_base, "none")
+    positions = {"full": "all", "positions": "sites", "": "free"}.get(mode_base, "none")
     # guarded (too deep for LibCST: an error), parsed, analysed (on a deeper stack if need be)
     result = parsed_facts(text, pieces, positions, keyword_fields | attribute_fields, part)
     if result.get("error"):

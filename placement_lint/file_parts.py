@@ -142,4 +142,5 @@ def _merged(parts: Sequence[dict[str, Any]], infos: list[dict[str, Any]]) -> dic
     merged["classes"] = [dict(c, bare_exits=[new_index[i] for i in c["bare_exits"]]) for c in first["classes"]]
     merged["functions"] = functions
     merged["unpositioned"] = any(p.get("unpositioned") for p in parts)
+    merged["positioned"] = all(p.get("positioned") for p in parts)
     return merged

@@ -328,19 +328,19 @@ def test_the_collector_is_paused_for_a_run_and_restored(lint_files, monkeypatch,
     from placement_lint import engine
 
     seen = []
-    real = engine.run_rules
+    real = engine.judged
 
     def spy(*args, **kwargs):
         seen.append(gc.isenabled())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "run_rules", spy)
+    monkeypatch.setattr(engine, "judged", spy)
     (gc.enable if enabled else gc.disable)()
     try:
         report = lint_files({"m.py": BUG})
         assert report.findings and seen and not any(seen)
         assert gc.isenabled() is enabled
-        monkeypatch.setattr(engine, "run_rules", lambda *a, **k: 1 / 0)
+        monkeypatch.setattr(engine, "judged", lambda *a, **k: 1 / 0)
         with pytest.raises(ZeroDivisionError):
             lint_files({"m.py": BUG})
         assert gc.isenabled() is enabled

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from placement_lint import cst_parse
 from placement_lint.analysis import fast_parse
-from placement_lint.facts import MODES, file_facts
+from placement_lint.facts import file_facts
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HEADER = (
@@ -55,7 +55,9 @@ class Count:
         monkeypatch.setattr(fast_parse, "parse", counted)
 
 
-@pytest.mark.parametrize("mode", ["", "positions", "full"])
+# (mode "" is compared through "positions": the same regions, and LibCST's tree has no positions
+# to give for nothing, so its "" facts are unpositioned where the fast front end's are not)
+@pytest.mark.parametrize("mode", ["positions", "full"])
 def test_every_fixture_has_the_same_facts(mode, monkeypatch):
     count = Count(monkeypatch)
     paths = sorted(FIXTURES.rglob("*.py"))
@@ -93,7 +95,7 @@ SHAPES = [
 def test_shapes_have_the_same_facts(shape, monkeypatch):
     count = Count(monkeypatch)
     data = (HEADER + shape).encode()
-    for mode in ("", "full"):
+    for mode in ("positions", "full"):
         libcst, fast = both(data, mode)
         assert fast == libcst
     assert count.built and not count.declined
@@ -175,7 +177,7 @@ def test_fixture_mutants_have_the_same_facts():
     for i in range(CI_MUTANTS):
         path, src = programs[i % len(programs)]
         data = mutate(src, rng, donors).encode("utf-8", "surrogatepass")
-        for mode in (MODES[0], "full"):
+        for mode in ("positions", "full"):
             libcst, fast = both(data, mode)
             if '"error": null' not in libcst:
                 continue  # LibCST rejects what CPython accepts (a form feed in an indent): not comparable
@@ -193,3 +195,57 @@ def test_generated_programs_have_the_same_facts(program, seed):
     libcst, fast = both(data, "full")
     if '"error": null' in libcst:
         assert fast == libcst
+
+
+# -- the first pass positions as it goes ----------------------------------------------------------
+
+def test_the_first_pass_is_positioned_as_the_positions_pass_would_be():
+    """Mode "" positions what the fast tree gives for nothing; where every block was built so,
+    its facts say "positioned" and equal the "positions" pass's (the engine then skips that pass)."""
+    compared = 0
+    for path in sorted(FIXTURES.rglob("*.py")):
+        data = path.read_bytes()
+        first = file_facts(data, "")
+        if not first["sites"]:
+            continue
+        if not first["positioned"]:
+            continue  # (a block the front end declined: a NUL byte in a string, rejected_string_literals.py)
+        second = file_facts(data, "positions")
+        assert {**first, "mode": ""} == {**second, "mode": ""}, path
+        compared += 1
+    assert compared >= 50
+
+
+MATCH = HEADER + (
+    "def routed(x, w, mesh, kind):\n"
+    "    h = x.to_local()\n"
+    "    match kind:\n"
+    "        case 1:\n"
+    "            return h @ DTensor.from_local(w, mesh, [Shard(0)]).to_local()\n"
+    "\n"
+    "def plain(x, w, mesh):\n"
+    "    return x.to_local() @ DTensor.from_local(w, mesh, [Shard(0)]).to_local()\n"
+)
+
+
+def test_a_block_libcst_parsed_is_positioned_by_the_positions_pass(tmp_path):
+    """A `match` statement: LibCST parses that function, so the first pass cannot position its
+    finding ("positioned" is false) and the engine's positions pass does; the findings are those of
+    a run on LibCST's trees alone."""
+    import placement_lint
+
+    first = file_facts(MATCH.encode(), "")
+    assert first["positioned"] is False
+    assert [s["pos"] for s in first["sites"]] == [None, [12, 12, 12, 24]]  # `routed`'s waits for phase three
+    assert file_facts(MATCH.encode(), "positions")["sites"][0]["pos"] == [6, 9, 6, 21]
+
+    def rows():
+        found = placement_lint.lint_source(MATCH, "m.py", use_cache=False, cwd=tmp_path)
+        return sorted((f.line, f.column, f.end_line, f.end_column, f.code) for f in found)
+
+    fast = rows()
+    cst_parse.FAST = False
+    try:
+        assert fast == rows() and len(fast) == 2
+    finally:
+        cst_parse.FAST = True

@@ -152,7 +152,11 @@ def run_split(tmp_path, monkeypatch, files: dict[str, bytes], jobs: int):
     return rows, merges
 
 
-def test_the_engine_splits_big_files_and_reports_the_same(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_engine_splits_big_files_and_reports_the_same(tmp_path, monkeypatch, fast):
+    from placement_lint import cst_parse
+
+    monkeypatch.setattr(cst_parse, "FAST", fast)  # (the pool's workers are forked: they inherit it)
     files = {"dense.py": hostile.dense(40_000).encode(), "refused.py": program("G = Replicate_t.to_local()\n\ndef late(x):\n    return x @ G\n", functions=200),
              "small.py": (REPO / "fixtures" / "tp_expert_matmul.py").read_bytes()}
     (tmp_path / "one").mkdir()
@@ -160,8 +164,10 @@ def test_the_engine_splits_big_files_and_reports_the_same(tmp_path, monkeypatch)
     alone, merges_alone = run_split(tmp_path / "one", monkeypatch, files, jobs=1)
     pooled, merges = run_split(tmp_path / "two", monkeypatch, files, jobs=2)
     assert not merges_alone  # one process: nothing to split across
-    assert merges and all(n == 2 for n in merges)  # phase one (two files) and the positions phase
-    assert len(merges) >= 3
+    assert merges and all(n == 2 for n in merges)
+    # phase one (two files), then a positions phase only where the first pass could not position
+    # as it went (LibCST's tree; the fast front end's comes with its positions)
+    assert len(merges) == 2 if fast else len(merges) >= 3
     assert pooled == alone and len(alone) > 200
     assert {row[0] for row in alone} >= {"dense.py", "refused.py", "small.py"}  # refused: analysed whole
 

@@ -230,21 +230,26 @@ parallel.POOL_MIN_BYTES = 0  # the workers read the files: the parent reads them
 
 
 def _after_phase_one(action: str, early_positions: bool = False) -> str:
-    """Driver code: `action` runs once the first pass is done (the first run_rules, before the
-    engine re-reads the files with findings for their positions). The workers' early positioning
-    of a file that has a finding on its own (fact_store.alone_has_findings) is turned off: it would
-    spare this file the re-read, which is what these tests exercise (a file whose finding needs
-    the whole project's index is re-read so), unless `early_positions`."""
-    return POOLED + ("" if early_positions else "import placement_lint.fact_store\nplacement_lint.fact_store.alone_has_findings = lambda *a: False\n") + textwrap.dedent(f"""
+    """Driver code: `action` runs once the first pass is done (the first run of the rules, before
+    the engine re-reads the files with findings for their positions). Phase one's own positions
+    are turned off: the fast front end's (analysis/fast_parse.py: LibCST parses instead) and the
+    workers' early positioning of a file that has a finding on its own
+    (fact_store.alone_has_findings). Either would spare this file the re-read, which is what these
+    tests exercise (a file whose finding needs the whole project's index is re-read so), unless
+    `early_positions`."""
+    off = ("import placement_lint.fact_store, placement_lint.cst_parse\n"
+           "placement_lint.fact_store.alone_has_findings = lambda *a: False\n"
+           "placement_lint.cst_parse.FAST = False\n")
+    return POOLED + ("" if early_positions else off) + textwrap.dedent(f"""
         import os
         import placement_lint.engine as engine
-        _real, _done = engine.run_rules, []
-        def run_rules(index, config, suppress=True):
-            if not suppress and not _done:
+        _real, _done = engine.judged, []
+        def judged(index, config):
+            if not _done:
                 _done.append(1)
                 {action}
-            return _real(index, config, suppress)
-        engine.run_rules = run_rules
+            return _real(index, config)
+        engine.judged = judged
     """)
 
 
@@ -260,8 +265,9 @@ def test_a_file_gone_before_its_positions_are_read(tmp_path, cached):
 
 
 def test_a_file_gone_after_the_workers_positioned_it(tmp_path):
-    """A file with a finding of its own is positioned by the workers in phase one: removed after,
-    it is never read again, and its finding (of the content analysed) is reported."""
+    """A file with a finding is positioned in phase one (the fast front end's tree comes with its
+    positions; else the workers position a file with a finding of its own): removed after, it is
+    never read again, and its finding (of the content analysed) is reported."""
     root = project(tmp_path)
     shutil.copy(BUGGY, root / "gone.py")
     proc, data = lint_json(root, "--jobs", "2", "--no-cache", ".",
@@ -498,12 +504,13 @@ def _garbage_right_shape() -> dict:
 @pytest.mark.parametrize("damage", ["raw garbage", "edited sealed", "resealed garbage", "other key"])
 def test_a_damaged_cache_entry_is_ignored_recomputed_and_overwritten(tmp_path, damage):
     root = project(tmp_path)
+    (root / "second.py").write_bytes(BUGGY.read_bytes() + b"# another content, another entry\n")
     cache = tmp_path / "cache"
     args = ("--cache-dir", str(cache), ".")
     _, ref = lint_json(root, *args)
-    assert REAL in findings(ref)
+    assert REAL in findings(ref) and ("second.py", *FINDING) in findings(ref)
     entries = _facts_entries(cache)
-    assert len(entries) >= 2  # (first pass and positions)
+    assert len(entries) >= 2  # (a first pass each: it positions their findings as it goes)
     donor, last = entries[0].read_bytes(), entries[-1].read_bytes()
     for e in entries:
         entry = json.loads(e.read_text())

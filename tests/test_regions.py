@@ -98,8 +98,9 @@ def test_a_def_is_parsed_exactly_when_a_rank_can_reach_a_slice(name, body, selec
     src = HEADER + "import os\n" + textwrap.dedent(body)
     assert (name in _selected_defs(src)) is selected
     # whatever is left out held no rank slice: the selected blocks give the whole file's sites
-    whole = [s for s in file_facts(src.encode(), "whole")["sites"] if s["kind"] == "rank_slice"]
-    regions = [s for s in file_facts(src.encode(), "")["sites"] if s["kind"] == "rank_slice"]
+    # (both positioned: "full" is "whole" with positions, "positions" the first pass's regions with them)
+    whole = [s for s in file_facts(src.encode(), "full")["sites"] if s["kind"] == "rank_slice"]
+    regions = [s for s in file_facts(src.encode(), "positions")["sites"] if s["kind"] == "rank_slice"]
     assert regions == whole
     assert bool(whole) is finds
 

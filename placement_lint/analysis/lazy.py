@@ -75,7 +75,9 @@ class LazyMixin:
         if self.pending[i]:
             return  # a nested function of the block is still to come
         start, module, members = self.blocks[i]
-        ranges = table(module) if i in self.needed and self.positions != "none" else None
+        # ("free": only a tree that has them, analysis/fast_parse.py; the facts then say which are missing)
+        wanted = i in self.needed and self.positions != "none" and (self.positions != "free" or hasattr(module, "ranges"))
+        ranges = table(module) if wanted else None
         # every record of one of its nodes now holds a Placed: nothing keeps the tree alive
         for where in self.wanted.pop(i, ()):
             if where[0] == "site":

@@ -32,7 +32,7 @@ class SitesMixin:
         self.site_blocks.append(self.block_index)
         self.site_units.append(self.unit)
         if self.lazy:
-            self.want(("site", len(self.sites) - 1), self.positions == "all" or (self.positions == "sites" and kind != "style_candidate"))
+            self.want(("site", len(self.sites) - 1), self.positions == "all" or (self.positions in ("sites", "free") and kind != "style_candidate"))
         return len(self.sites) - 1
 
     def place(self) -> tuple[int, Any]:
@@ -224,11 +224,14 @@ class SitesMixin:
     # -- output -----------------------------------------------------------------------------------------
     def facts(self, positions: str = "none") -> dict[str, Any]:
         """Sites, with positions per `positions`: "none", "sites" (blocks holding a site a rule
-        reads directly) or "all" (also calls that may apply a project style). Positions cost a
-        code-generating pass over a block, so the engine asks for them only where needed."""
+        reads directly), "all" (also calls that may apply a project style) or "free": those of
+        "sites" that come with the tree (analysis/fast_parse.py); LibCST's tree costs a
+        code-generating pass per block, so there the engine asks for them only where needed.
+        The facts say "positioned" when every position "sites" gives is there."""
+        free = positions == "free"
         needed = {
             b for b, site in zip(self.site_blocks, self.sites)
-            if positions == "all" or (positions == "sites" and site["kind"] != "style_candidate")
+            if positions == "all" or (positions in ("sites", "free") and site["kind"] != "style_candidate")
         }
         if positions != "none":  # the evidence of function summaries: related locations of callers' findings
             needed |= {place[0] for nodes in self.slot_nodes.values() for k, _, place in nodes if k in CITED}
@@ -237,12 +240,19 @@ class SitesMixin:
         # file at once. A placeholder keeps each value's place (and the dicts' key order).
         asked: dict[Any, list[tuple[cst.CSTNode, Any]]] = {}
         origin: dict[Any, tuple[Any, int, int]] = {}
+        missing = []  # (free) positions left out: a block LibCST parsed
 
         def ask(b: int, unit, node: cst.CSTNode, fill) -> None:
             """fill(range, line offset, column offset) once the table of block b / unit is made."""
             if isinstance(node, Placed):  # positioned when its (lazily parsed) block was done
+                if node.range is None and free:
+                    missing.append(b)
+                    return
                 assert node.range is not None, "a position the lazy analysis did not expect to be asked"
                 fill(node.range, self.blocks[b][0] - 1, 0)
+                return
+            if free and not hasattr(self.blocks[b][1], "ranges"):
+                missing.append(b)
                 return
             if unit is not None and not hasattr(self.blocks[b][1], "ranges"):
                 # one method, code-generated on its own: dedented by its class indent, and its
@@ -300,4 +310,5 @@ class SitesMixin:
                 for slot in info.get("slots", {}).values():
                     for key, found in slot.get("lines", {}).items():
                         slot["lines"][key] = [h[0] if type(h) is list else h for h in found]
-        return {"sites": self.sites, "classes": classes, "functions": functions, "unpositioned": partial}
+        return {"sites": self.sites, "classes": classes, "functions": functions, "unpositioned": partial,
+                "positioned": positions in ("sites", "all") or (free and not missing)}
