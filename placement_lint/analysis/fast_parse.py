@@ -2,27 +2,27 @@
 
 LibCST's parser is lossless: it builds a Python object for every token's whitespace too (about a
 million nodes per MB of source) and a position costs a code-generating pass over the tree; on a
-file dense with DTensor code that was 90 % of the analysis (1 MB: parse 2.9 s, positions 1.7 s,
-the analysis 1.2 s). The analyzer needs neither the whitespace nor a lossless tree. `parse` builds
-the same node classes, with the same structure where the analyzer reads it, from `ast.parse`
-(about 0.4 s per MB, 360,000 nodes): each node is allocated without its constructor (no
-validation, no default objects made), every field set (whitespace fields to LibCST's defaults),
-and the ranges of the nodes come with it, from the AST's positions converted to LibCST's
-semantics (character columns, a parenthesised tuple's range inside its parentheses).
+file dense with DTensor code that was most of the analysis (1 MB, the positions pass: parse 2.9 s,
+positions 1.7 s, the analysis itself 1.2 s). The analyzer needs neither the whitespace nor a
+lossless tree. `parse` builds the same node classes, with the same structure where the analyzer
+reads it, from `ast.parse` (about 0.4 s per MB, 360,000 nodes): each node is allocated without its
+constructor (no validation, no default objects made: analysis/fast_nodes.py), every field set
+(whitespace fields to LibCST's defaults), and the ranges of the nodes come with it, from the AST's
+positions converted to LibCST's semantics (character columns, a parenthesised tuple's range inside
+its parentheses, an argument's or element's range around its value's parentheses).
 
 `parse` declines (returns None) whatever it does not reproduce exactly: a text CPython's parser
 rejects (LibCST then parses it, or reports it), a `match` statement, syntax newer than the
 analyzer reads (type parameters), an implicitly concatenated string it cannot split, a text that
 NFKC normalisation changes (CPython normalises identifiers, LibCST keeps them as written; such a
 text is mostly full-width punctuation in comments, 133 of the 2,833 corpus files). The caller
-then uses LibCST (placement_lint/cst_parse.py). tests/test_fast_parse.py checks that the facts, positions
-included, are those LibCST's tree gives, on every fixture and on generated programs.
+then uses LibCST (placement_lint/cst_parse.py). tests/test_fast_parse.py checks that the facts,
+positions included, are those LibCST's tree gives, on every fixture and on generated programs.
 """
 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import keyword
 import re
 import unicodedata
@@ -30,6 +30,8 @@ import warnings
 from typing import Any, Callable
 
 import libcst as cst
+
+from placement_lint.analysis.fast_nodes import AUGMENTED, BINARY, BOOLEAN, COMPARE, UNARY, make, operator
 
 
 class Unsupported(Exception):
@@ -42,72 +44,6 @@ class FastModule(cst.Module):
     the offset of each of its lines."""
 
     __slots__ = ("ranges", "text", "starts")
-
-
-# -- nodes without constructors -----------------------------------------------------------------
-def _maker(cls: type) -> Callable[..., Any]:
-    """A function that allocates a `cls` without its constructor (no validation, no default object
-    made) and sets every field: the given ones, the others to their defaults (shared: nodes are
-    immutable). Generated straight-line code, as `dataclasses` makes `__init__`."""
-    params, body, scope = [], [], {"_new": object.__new__, "_set": object.__setattr__, "_cls": cls}
-    for i, f in enumerate(dataclasses.fields(cls)):
-        if f.default is not dataclasses.MISSING:
-            scope[f"_d{i}"] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            scope[f"_d{i}"] = f.default_factory()
-        else:
-            scope[f"_d{i}"] = None  # (the converter always gives these)
-        params.append(f"{f.name}=_d{i}")
-        body.append(f"    _set(n, {f.name!r}, {f.name})")
-    signature = f"*, {', '.join(params)}" if params else ""
-    code = f"def make({signature}):\n    n = _new(_cls)\n" + "\n".join(body) + "\n    return n\n"
-    exec(compile(code, f"<fast_parse {cls.__name__}>", "exec"), scope)  # our own code: field names only
-    return scope["make"]
-
-
-_MAKERS: dict[type, Callable[..., Any]] = {}
-
-
-def _node(cls: type, **given: Any) -> Any:
-    make = _MAKERS.get(cls)
-    if make is None:
-        make = _MAKERS[cls] = _maker(cls)
-    return make(**given)
-
-
-def _singleton(cls: type) -> Any:
-    return _node(cls)
-
-
-_BINARY = {
-    ast.Add: cst.Add, ast.Sub: cst.Subtract, ast.Mult: cst.Multiply, ast.Div: cst.Divide,
-    ast.FloorDiv: cst.FloorDivide, ast.Mod: cst.Modulo, ast.Pow: cst.Power, ast.LShift: cst.LeftShift,
-    ast.RShift: cst.RightShift, ast.BitOr: cst.BitOr, ast.BitAnd: cst.BitAnd, ast.BitXor: cst.BitXor,
-    ast.MatMult: cst.MatrixMultiply,
-}
-_AUGMENTED = {
-    ast.Add: cst.AddAssign, ast.Sub: cst.SubtractAssign, ast.Mult: cst.MultiplyAssign, ast.Div: cst.DivideAssign,
-    ast.FloorDiv: cst.FloorDivideAssign, ast.Mod: cst.ModuloAssign, ast.Pow: cst.PowerAssign,
-    ast.LShift: cst.LeftShiftAssign, ast.RShift: cst.RightShiftAssign, ast.BitOr: cst.BitOrAssign,
-    ast.BitAnd: cst.BitAndAssign, ast.BitXor: cst.BitXorAssign, ast.MatMult: cst.MatrixMultiplyAssign,
-}
-_UNARY = {ast.Not: cst.Not, ast.USub: cst.Minus, ast.UAdd: cst.Plus, ast.Invert: cst.BitInvert}
-_COMPARE = {
-    ast.Eq: cst.Equal, ast.NotEq: cst.NotEqual, ast.Lt: cst.LessThan, ast.LtE: cst.LessThanEqual,
-    ast.Gt: cst.GreaterThan, ast.GtE: cst.GreaterThanEqual, ast.Is: cst.Is, ast.IsNot: cst.IsNot,
-    ast.In: cst.In, ast.NotIn: cst.NotIn,
-}
-_BOOLEAN = {ast.And: cst.And, ast.Or: cst.Or}
-#: operator nodes carry nothing but their kind: one instance each (never asked a position)
-_OPERATORS: dict[type, Any] = {}
-
-
-def _operator(table: dict, op: ast.AST) -> Any:
-    cls = table[type(op)]
-    inst = _OPERATORS.get(cls)
-    if inst is None:
-        inst = _OPERATORS[cls] = _singleton(cls)
-    return inst
 
 
 _SMALL = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr, ast.Return, ast.Raise, ast.Assert, ast.Import,
@@ -123,6 +59,7 @@ _STRING = re.compile(
 # what may separate the tokens of an implicitly concatenated string
 _BETWEEN = re.compile(r"(?:[ \t\f\r\n]|\\\r?\n|#[^\r\n]*)*")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
+_AS = re.compile(r"as[ \t\f\\\r\n]+")
 _DEF_NAME = re.compile(r"(?:async[ \t\f]+|\\\r?\n)*(?:def|class)(?:[ \t\f]|\\\r?\n)+")
 
 
@@ -233,11 +170,11 @@ class _Builder:
         return self.outer(first)[:2] + self.outer(last)[2:]
 
     def named(self, value: str, r: tuple[int, int, int, int]) -> Any:
-        return self.at(_node(cst.Name, value=value), r)
+        return self.at(make(cst.Name, value=value), r)
 
     # -- module and statements ----------------------------------------------------------------------
     def module(self, tree: ast.Module) -> FastModule:
-        m = _node(FastModule, body=[self.statement(s) for s in tree.body])
+        m = make(FastModule, body=[self.statement(s) for s in tree.body])
         object.__setattr__(m, "ranges", self.ranges)
         object.__setattr__(m, "text", self.text)
         object.__setattr__(m, "starts", self.starts)
@@ -246,7 +183,7 @@ class _Builder:
     def statement(self, s: ast.stmt) -> Any:
         if isinstance(s, _SMALL):
             small = self.small(s)
-            return self.at(_node(cst.SimpleStatementLine, body=[small]), self.ranges[small])
+            return self.at(make(cst.SimpleStatementLine, body=[small]), self.ranges[small])
         return self.compound(s)
 
     def suite(self, body: list[ast.stmt]) -> Any:
@@ -258,9 +195,9 @@ class _Builder:
         if self.text[line_start:line_start + first_col].strip():
             smalls = [self.small(s) for s in body]
             r = self.ranges[smalls[0]][:2] + self.ranges[smalls[-1]][2:]
-            return self.at(_node(cst.SimpleStatementSuite, body=smalls), r)
+            return self.at(make(cst.SimpleStatementSuite, body=smalls), r)
         stmts = [self.statement(s) for s in body]
-        return self.at(_node(cst.IndentedBlock, body=stmts), self.ranges[stmts[0]][:2] + self.ranges[stmts[-1]][2:])
+        return self.at(make(cst.IndentedBlock, body=stmts), self.ranges[stmts[0]][:2] + self.ranges[stmts[-1]][2:])
 
     def orelse(self, body: list[ast.stmt], elif_ok: bool) -> Any:
         if not body:
@@ -268,23 +205,23 @@ class _Builder:
         if elif_ok and len(body) == 1 and isinstance(body[0], ast.If) and self.text.startswith("elif", self.offset(*self.span(body[0])[:2])):
             return self.compound(body[0])
         block = self.suite(body)
-        return self.at(_node(cst.Else, body=block), self.ranges[block])
+        return self.at(make(cst.Else, body=block), self.ranges[block])
 
     def small(self, s: ast.stmt) -> Any:
         r = self.span(s)
         e = self.expr
         if isinstance(s, ast.Assign):
-            targets = [self.at(_node(cst.AssignTarget, target=t), self.outer(t)) for t in map(e, s.targets)]
-            n = _node(cst.Assign, targets=targets, value=e(s.value))
+            targets = [self.at(make(cst.AssignTarget, target=t), self.outer(t)) for t in map(e, s.targets)]
+            n = make(cst.Assign, targets=targets, value=e(s.value))
         elif isinstance(s, ast.Expr):
-            n = _node(cst.Expr, value=e(s.value))
+            n = make(cst.Expr, value=e(s.value))
         elif isinstance(s, ast.Return):
-            n = _node(cst.Return, value=e(s.value) if s.value is not None else None)
+            n = make(cst.Return, value=e(s.value) if s.value is not None else None)
         elif isinstance(s, ast.AugAssign):
-            n = _node(cst.AugAssign, target=e(s.target), operator=_operator(_AUGMENTED, s.op), value=e(s.value))
+            n = make(cst.AugAssign, target=e(s.target), operator=operator(AUGMENTED, s.op), value=e(s.value))
         elif isinstance(s, ast.AnnAssign):
             ann = e(s.annotation)
-            n = _node(cst.AnnAssign, target=e(s.target), annotation=self.at(_node(cst.Annotation, annotation=ann), self.outer(ann)),
+            n = make(cst.AnnAssign, target=e(s.target), annotation=self.at(make(cst.Annotation, annotation=ann), self.outer(ann)),
                       value=e(s.value) if s.value is not None else None)
         elif isinstance(s, (ast.Import, ast.ImportFrom)):
             n = self.import_(s)
@@ -292,40 +229,40 @@ class _Builder:
             cause = None
             if s.cause is not None:
                 item = e(s.cause)
-                cause = self.at(_node(cst.From, item=item), self.ranges[item])
-            n = _node(cst.Raise, exc=e(s.exc) if s.exc is not None else None, cause=cause)
+                cause = self.at(make(cst.From, item=item), self.ranges[item])
+            n = make(cst.Raise, exc=e(s.exc) if s.exc is not None else None, cause=cause)
         elif isinstance(s, ast.Assert):
-            n = _node(cst.Assert, test=e(s.test), msg=e(s.msg) if s.msg is not None else None)
+            n = make(cst.Assert, test=e(s.test), msg=e(s.msg) if s.msg is not None else None)
         elif isinstance(s, ast.Delete):
             targets = [self.element(t) for t in s.targets]
-            target = targets[0].value if len(targets) == 1 else self.at(_node(cst.Tuple, elements=targets), r)
-            n = _node(cst.Del, target=target)
+            target = targets[0].value if len(targets) == 1 else self.at(make(cst.Tuple, elements=targets), r)
+            n = make(cst.Del, target=target)
         elif isinstance(s, (ast.Global, ast.Nonlocal)):
-            items = [_node(cst.NameItem, name=_node(cst.Name, value=name)) for name in s.names]
-            n = _node(cst.Global if isinstance(s, ast.Global) else cst.Nonlocal, names=items)
+            items = [make(cst.NameItem, name=make(cst.Name, value=name)) for name in s.names]
+            n = make(cst.Global if isinstance(s, ast.Global) else cst.Nonlocal, names=items)
         elif isinstance(s, ast.Pass):
-            n = _node(cst.Pass)
+            n = make(cst.Pass)
         elif isinstance(s, ast.Break):
-            n = _node(cst.Break)
+            n = make(cst.Break)
         else:
-            n = _node(cst.Continue)
+            n = make(cst.Continue)
         return self.at(n, r)
 
     def import_(self, s: ast.Import | ast.ImportFrom) -> Any:
         aliases = []
         for a in s.names:
             if a.name == "*":
-                return _node(cst.ImportFrom, module=self.dotted(s.module, self.span(s)), names=_node(cst.ImportStar),
-                             relative=[_node(cst.Dot)] * s.level)
+                return make(cst.ImportFrom, module=self.dotted(s.module, self.span(s)), names=make(cst.ImportStar),
+                             relative=[make(cst.Dot)] * s.level)
             r = self.span(a)
             asname = None
             if a.asname is not None:
                 found = self.text.rfind(a.asname, self.offset(*r[:2]), self.offset(*r[2:]))
-                asname = _node(cst.AsName, name=self.named(a.asname, self.word(a.asname, found)))
-            aliases.append(self.at(_node(cst.ImportAlias, name=self.dotted(a.name, r), asname=asname), r))
+                asname = make(cst.AsName, name=self.named(a.asname, self.word(a.asname, found)))
+            aliases.append(self.at(make(cst.ImportAlias, name=self.dotted(a.name, r), asname=asname), r))
         if isinstance(s, ast.Import):
-            return _node(cst.Import, names=aliases)
-        return _node(cst.ImportFrom, module=self.dotted(s.module, self.span(s)), names=aliases, relative=[_node(cst.Dot)] * s.level)
+            return make(cst.Import, names=aliases)
+        return make(cst.ImportFrom, module=self.dotted(s.module, self.span(s)), names=aliases, relative=[make(cst.Dot)] * s.level)
 
     def dotted(self, name: str | None, r: tuple[int, int, int, int]) -> Any:
         """`a.b.c` as LibCST's Attribute chain (its ranges those of the statement: never asked)."""
@@ -334,7 +271,7 @@ class _Builder:
         parts = name.split(".")
         node = self.named(parts[0], r)
         for part in parts[1:]:
-            node = self.at(_node(cst.Attribute, value=node, attr=self.named(part, r)), r)
+            node = self.at(make(cst.Attribute, value=node, attr=self.named(part, r)), r)
         return node
 
     def compound(self, s: ast.stmt) -> Any:
@@ -343,23 +280,23 @@ class _Builder:
         if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)):
             if getattr(s, "type_params", None):
                 raise Unsupported("type parameters")
-            n = _node(cst.FunctionDef, name=self.def_name(s), params=self.parameters(s.args), body=self.suite(s.body),
+            n = make(cst.FunctionDef, name=self.def_name(s), params=self.parameters(s.args), body=self.suite(s.body),
                       decorators=[self.decorator(d) for d in s.decorator_list],
                       returns=self.annotation(s.returns),
-                      asynchronous=_node(cst.Asynchronous) if isinstance(s, ast.AsyncFunctionDef) else None)
+                      asynchronous=make(cst.Asynchronous) if isinstance(s, ast.AsyncFunctionDef) else None)
         elif isinstance(s, ast.ClassDef):
             if getattr(s, "type_params", None):
                 raise Unsupported("type parameters")
             bases = [self.arg(b) for b in s.bases]
-            n = _node(cst.ClassDef, name=self.def_name(s), body=self.suite(s.body), bases=bases,
+            n = make(cst.ClassDef, name=self.def_name(s), body=self.suite(s.body), bases=bases,
                       keywords=[self.keyword(k) for k in s.keywords], decorators=[self.decorator(d) for d in s.decorator_list])
         elif isinstance(s, ast.If):
-            n = _node(cst.If, test=e(s.test), body=self.suite(s.body), orelse=self.orelse(s.orelse, True))
+            n = make(cst.If, test=e(s.test), body=self.suite(s.body), orelse=self.orelse(s.orelse, True))
         elif isinstance(s, (ast.For, ast.AsyncFor)):
-            n = _node(cst.For, target=e(s.target), iter=e(s.iter), body=self.suite(s.body), orelse=self.orelse(s.orelse, False),
-                      asynchronous=_node(cst.Asynchronous) if isinstance(s, ast.AsyncFor) else None)
+            n = make(cst.For, target=e(s.target), iter=e(s.iter), body=self.suite(s.body), orelse=self.orelse(s.orelse, False),
+                      asynchronous=make(cst.Asynchronous) if isinstance(s, ast.AsyncFor) else None)
         elif isinstance(s, ast.While):
-            n = _node(cst.While, test=e(s.test), body=self.suite(s.body), orelse=self.orelse(s.orelse, False))
+            n = make(cst.While, test=e(s.test), body=self.suite(s.body), orelse=self.orelse(s.orelse, False))
         elif isinstance(s, (ast.With, ast.AsyncWith)):
             items = []
             for item in s.items:
@@ -367,18 +304,18 @@ class _Builder:
                 asname = None
                 if item.optional_vars is not None:
                     target = e(item.optional_vars)
-                    asname = self.at(_node(cst.AsName, name=target), self.outer(target))
-                items.append(self.at(_node(cst.WithItem, item=value, asname=asname), self.around(value, target if asname else value)))
-            n = _node(cst.With, items=items, body=self.suite(s.body),
-                      asynchronous=_node(cst.Asynchronous) if isinstance(s, ast.AsyncWith) else None)
+                    asname = self.at(make(cst.AsName, name=target), self.outer(target))
+                items.append(self.at(make(cst.WithItem, item=value, asname=asname), self.around(value, target if asname else value)))
+            n = make(cst.With, items=items, body=self.suite(s.body),
+                      asynchronous=make(cst.Asynchronous) if isinstance(s, ast.AsyncWith) else None)
         elif isinstance(s, ast.Try) or type(s).__name__ == "TryStar":
             star = not isinstance(s, ast.Try)
             handlers = [self.handler(h, star) for h in s.handlers]
             final = None
             if s.finalbody:
                 block = self.suite(s.finalbody)
-                final = self.at(_node(cst.Finally, body=block), self.ranges[block])
-            n = _node(cst.TryStar if star else cst.Try, body=self.suite(s.body), handlers=handlers,
+                final = self.at(make(cst.Finally, body=block), self.ranges[block])
+            n = make(cst.TryStar if star else cst.Try, body=self.suite(s.body), handlers=handlers,
                       orelse=self.orelse(s.orelse, False), finalbody=final)
         else:
             raise Unsupported(type(s).__name__)  # match statements, and what a later Python adds
@@ -396,22 +333,22 @@ class _Builder:
         r = self.outer(value)
         at = self.text.rfind("@", self.starts[r[0] - 1], self.offset(r[0], r[1]))
         start = self.position(at) if at >= 0 else r[:2]
-        return self.at(_node(cst.Decorator, decorator=value), start + r[2:])
+        return self.at(make(cst.Decorator, decorator=value), start + r[2:])
 
     def annotation(self, a: ast.expr | None) -> Any:
         if a is None:
             return None
         value = self.expr(a)
-        return self.at(_node(cst.Annotation, annotation=value), self.outer(value))
+        return self.at(make(cst.Annotation, annotation=value), self.outer(value))
 
     def handler(self, h: ast.ExceptHandler, star: bool) -> Any:
         name = None
         if h.name is not None:
             after = self.offset(*self.span(h.type)[2:]) if h.type is not None else self.offset(*self.span(h)[:2])
-            found = re.compile(r"as[ \t\f\\\r\n]+").search(self.text, after)
+            found = _AS.search(self.text, after)
             where = self.word(h.name, found.end()) if found else self.span(h)
-            name = _node(cst.AsName, name=self.named(h.name, where))
-        return self.at(_node(cst.ExceptStarHandler if star else cst.ExceptHandler, body=self.suite(h.body),
+            name = make(cst.AsName, name=self.named(h.name, where))
+        return self.at(make(cst.ExceptStarHandler if star else cst.ExceptHandler, body=self.suite(h.body),
                              type=self.expr(h.type) if h.type is not None else None, name=name), self.span(h))
 
     def parameters(self, a: ast.arguments) -> Any:
@@ -423,9 +360,9 @@ class _Builder:
         if a.vararg is not None:
             star_arg = self.param(a.vararg, None, "*")
         elif kwonly:
-            star_arg = _node(cst.ParamStar)
+            star_arg = make(cst.ParamStar)
         n = len(a.posonlyargs)
-        return _node(cst.Parameters, posonly_params=params[:n], params=params[n:], kwonly_params=kwonly, star_arg=star_arg,
+        return make(cst.Parameters, posonly_params=params[:n], params=params[n:], kwonly_params=kwonly, star_arg=star_arg,
                      star_kwarg=self.param(a.kwarg, None, "**") if a.kwarg is not None else None)
 
     def param(self, p: ast.arg, default: ast.expr | None, star: str = "") -> Any:
@@ -433,7 +370,7 @@ class _Builder:
         name = self.named(p.arg, (r[0], r[1], r[0], r[1] + len(p.arg)))
         value = self.expr(default) if default is not None else None
         end = self.outer(value)[2:] if value is not None else r[2:]
-        return self.at(_node(cst.Param, name=name, annotation=self.annotation(p.annotation), default=value, star=star),
+        return self.at(make(cst.Param, name=name, annotation=self.annotation(p.annotation), default=value, star=star),
                        r[:2] + end)
 
     # -- expressions --------------------------------------------------------------------------------
@@ -444,32 +381,32 @@ class _Builder:
         return build(self, n)
 
     def name(self, n: ast.Name) -> Any:
-        return self.at(_node(cst.Name, value=n.id), self.span(n))
+        return self.at(make(cst.Name, value=n.id), self.span(n))
 
     def attribute(self, n: ast.Attribute) -> Any:
         r = self.span(n)
         attr = self.named(n.attr, (r[2], r[3] - len(n.attr), r[2], r[3]))
-        return self.at(_node(cst.Attribute, value=self.expr(n.value), attr=attr), r)
+        return self.at(make(cst.Attribute, value=self.expr(n.value), attr=attr), r)
 
     def call(self, n: ast.Call) -> Any:
         items: list[ast.AST] = [*n.args, *n.keywords]
         if n.args and n.keywords:
             items.sort(key=lambda a: (a.lineno, a.col_offset))  # LibCST keeps them in written order
         args = [self.keyword(a) if isinstance(a, ast.keyword) else self.arg(a) for a in items]
-        return self.at(_node(cst.Call, func=self.expr(n.func), args=args), self.span(n))
+        return self.at(make(cst.Call, func=self.expr(n.func), args=args), self.span(n))
 
     def arg(self, a: ast.expr) -> Any:
         if isinstance(a, ast.Starred):
-            return self.at(_node(cst.Arg, value=self.expr(a.value), star="*"), self.span(a))
+            return self.at(make(cst.Arg, value=self.expr(a.value), star="*"), self.span(a))
         value = self.expr(a)
-        return self.at(_node(cst.Arg, value=value), self.outer(value))
+        return self.at(make(cst.Arg, value=value), self.outer(value))
 
     def keyword(self, k: ast.keyword) -> Any:
         r = self.span(k)
         if k.arg is None:
-            return self.at(_node(cst.Arg, value=self.expr(k.value), star="**"), r)
+            return self.at(make(cst.Arg, value=self.expr(k.value), star="**"), r)
         name = self.named(k.arg, (r[0], r[1], r[0], r[1] + len(k.arg)))
-        return self.at(_node(cst.Arg, value=self.expr(k.value), keyword=name), r)
+        return self.at(make(cst.Arg, value=self.expr(k.value), keyword=name), r)
 
     def subscript(self, n: ast.Subscript) -> Any:
         s = n.slice
@@ -480,16 +417,16 @@ class _Builder:
                 inner = self.slice(p)
             elif isinstance(p, ast.Starred):
                 value = self.expr(p.value)
-                inner = self.at(_node(cst.Index, value=value, star="*"), self.span(p))
+                inner = self.at(make(cst.Index, value=value, star="*"), self.span(p))
             else:
                 value = self.expr(p)
-                inner = self.at(_node(cst.Index, value=value), self.outer(value))
-            elements.append(self.at(_node(cst.SubscriptElement, slice=inner), self.ranges[inner]))
-        return self.at(_node(cst.Subscript, value=self.expr(n.value), slice=elements), self.span(n))
+                inner = self.at(make(cst.Index, value=value), self.outer(value))
+            elements.append(self.at(make(cst.SubscriptElement, slice=inner), self.ranges[inner]))
+        return self.at(make(cst.Subscript, value=self.expr(n.value), slice=elements), self.span(n))
 
     def slice(self, p: ast.Slice) -> Any:
         opt = self.optional
-        return self.at(_node(cst.Slice, lower=opt(p.lower), upper=opt(p.upper), step=opt(p.step)), self.span(p))
+        return self.at(make(cst.Slice, lower=opt(p.lower), upper=opt(p.upper), step=opt(p.step)), self.span(p))
 
     def optional(self, n: ast.expr | None) -> Any:
         return self.expr(n) if n is not None else None
@@ -528,13 +465,13 @@ class _Builder:
         r = self.span(n)
         v = n.value
         if v is None or v is True or v is False:
-            return self.at(_node(cst.Name, value=str(v)), r)
+            return self.at(make(cst.Name, value=str(v)), r)
         if v is Ellipsis:
-            return self.at(_node(cst.Ellipsis), r)
+            return self.at(make(cst.Ellipsis), r)
         if isinstance(v, (str, bytes)):
             return self.string(r)
         cls = cst.Integer if isinstance(v, int) else cst.Float if isinstance(v, float) else cst.Imaginary
-        return self.at(_node(cls, value=self.segment(r)), r)
+        return self.at(make(cls, value=self.segment(r)), r)
 
     def string(self, r: tuple[int, int, int, int], expressions: list[Any] | None = None) -> Any:
         """A string literal as LibCST has it: SimpleString (or FormattedString) when it is one
@@ -551,14 +488,14 @@ class _Builder:
             i = _BETWEEN.match(text, found.end(), end).end()
         if len(tokens) == 1:
             if expressions is not None:
-                parts = [_node(cst.FormattedStringExpression, expression=x) for x in expressions]
-                return self.at(_node(cst.FormattedString, parts=parts), r)
-            return self.at(_node(cst.SimpleString, value=text[start:end]), r)
+                parts = [make(cst.FormattedStringExpression, expression=x) for x in expressions]
+                return self.at(make(cst.FormattedString, parts=parts), r)
+            return self.at(make(cst.SimpleString, value=text[start:end]), r)
         # (the analyzer never looks inside a concatenation; each token is kept as text)
         node = None
         for a, b in reversed(tokens):
-            piece = self.at(_node(cst.SimpleString, value=text[a:b]), self.position(a) + self.position(b))
-            node = piece if node is None else self.at(_node(cst.ConcatenatedString, left=piece, right=node),
+            piece = self.at(make(cst.SimpleString, value=text[a:b]), self.position(a) + self.position(b))
+            node = piece if node is None else self.at(make(cst.ConcatenatedString, left=piece, right=node),
                                                       self.position(a) + r[2:])
         return node
 
@@ -567,19 +504,19 @@ class _Builder:
         return self.string(self.span(n), expressions)
 
     def binop(self, n: ast.BinOp) -> Any:
-        return self.at(_node(cst.BinaryOperation, left=self.expr(n.left), operator=_operator(_BINARY, n.op),
+        return self.at(make(cst.BinaryOperation, left=self.expr(n.left), operator=operator(BINARY, n.op),
                              right=self.expr(n.right)), self.span(n))
 
     def unaryop(self, n: ast.UnaryOp) -> Any:
-        return self.at(_node(cst.UnaryOperation, operator=_operator(_UNARY, n.op), expression=self.expr(n.operand)), self.span(n))
+        return self.at(make(cst.UnaryOperation, operator=operator(UNARY, n.op), expression=self.expr(n.operand)), self.span(n))
 
     def boolop(self, n: ast.BoolOp) -> Any:
         # `a or b or c` is LibCST's ((a or b) or c)
-        op = _operator(_BOOLEAN, n.op)
+        op = operator(BOOLEAN, n.op)
         values = [self.expr(v) for v in n.values]
         node = values[0]
         for v in values[1:]:
-            node = self.at(_node(cst.BooleanOperation, left=node, operator=op, right=v), self.around(node, v))
+            node = self.at(make(cst.BooleanOperation, left=node, operator=op, right=v), self.around(node, v))
         self.ranges[node] = self.span(n)
         return node
 
@@ -591,68 +528,68 @@ class _Builder:
             comparator = self.expr(c)
             start = self.position(_BETWEEN.match(self.text, self.offset(*prev[2:])).end())
             prev = self.outer(comparator)
-            targets.append(self.at(_node(cst.ComparisonTarget, operator=_operator(_COMPARE, op), comparator=comparator),
+            targets.append(self.at(make(cst.ComparisonTarget, operator=operator(COMPARE, op), comparator=comparator),
                                    start + prev[2:]))
-        return self.at(_node(cst.Comparison, left=left, comparisons=targets), self.span(n))
+        return self.at(make(cst.Comparison, left=left, comparisons=targets), self.span(n))
 
     def ifexp(self, n: ast.IfExp) -> Any:
-        return self.at(_node(cst.IfExp, test=self.expr(n.test), body=self.expr(n.body), orelse=self.expr(n.orelse)), self.span(n))
+        return self.at(make(cst.IfExp, test=self.expr(n.test), body=self.expr(n.body), orelse=self.expr(n.orelse)), self.span(n))
 
     def element(self, e: ast.expr) -> Any:
         if isinstance(e, ast.Starred):
             return self.starred(e)
         value = self.expr(e)
-        return self.at(_node(cst.Element, value=value), self.outer(value))
+        return self.at(make(cst.Element, value=value), self.outer(value))
 
     def starred(self, e: ast.Starred) -> Any:
-        return self.at(_node(cst.StarredElement, value=self.expr(e.value)), self.span(e))
+        return self.at(make(cst.StarredElement, value=self.expr(e.value)), self.span(e))
 
     def sequence(self, n: ast.Tuple | ast.List | ast.Set) -> Any:
         cls = cst.Tuple if isinstance(n, ast.Tuple) else cst.List if isinstance(n, ast.List) else cst.Set
         r = self.span(n)
         if cls is cst.Tuple and self.parenthesized(n):
             r = (r[0], r[1] + 1, r[2], r[3] - 1)  # LibCST's range is inside the parentheses
-        return self.at(_node(cls, elements=[self.element(e) for e in n.elts]), r)
+        return self.at(make(cls, elements=[self.element(e) for e in n.elts]), r)
 
     def dict(self, n: ast.Dict) -> Any:
         elements = []
         for k, v in zip(n.keys, n.values):
             value = self.expr(v)
             if k is None:
-                elements.append(_node(cst.StarredDictElement, value=value))
+                elements.append(make(cst.StarredDictElement, value=value))
             else:
                 key = self.expr(k)
-                elements.append(self.at(_node(cst.DictElement, key=key, value=value), self.around(key, value)))
-        return self.at(_node(cst.Dict, elements=elements), self.span(n))
+                elements.append(self.at(make(cst.DictElement, key=key, value=value), self.around(key, value)))
+        return self.at(make(cst.Dict, elements=elements), self.span(n))
 
     def comprehension(self, n: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> Any:
         for_in = None
         for g in reversed(n.generators):
-            ifs = [_node(cst.CompIf, test=self.expr(t)) for t in g.ifs]
-            for_in = _node(cst.CompFor, target=self.expr(g.target), iter=self.expr(g.iter), ifs=ifs, inner_for_in=for_in,
-                           asynchronous=_node(cst.Asynchronous) if g.is_async else None)
+            ifs = [make(cst.CompIf, test=self.expr(t)) for t in g.ifs]
+            for_in = make(cst.CompFor, target=self.expr(g.target), iter=self.expr(g.iter), ifs=ifs, inner_for_in=for_in,
+                           asynchronous=make(cst.Asynchronous) if g.is_async else None)
         r = self.span(n)
         if isinstance(n, ast.DictComp):
-            return self.at(_node(cst.DictComp, key=self.expr(n.key), value=self.expr(n.value), for_in=for_in), r)
+            return self.at(make(cst.DictComp, key=self.expr(n.key), value=self.expr(n.value), for_in=for_in), r)
         cls = cst.ListComp if isinstance(n, ast.ListComp) else cst.SetComp if isinstance(n, ast.SetComp) else cst.GeneratorExp
         if cls is cst.GeneratorExp and self.parenthesized(n):
             r = (r[0], r[1] + 1, r[2], r[3] - 1)
-        return self.at(_node(cls, elt=self.expr(n.elt), for_in=for_in), r)
+        return self.at(make(cls, elt=self.expr(n.elt), for_in=for_in), r)
 
     def lambda_(self, n: ast.Lambda) -> Any:
-        return self.at(_node(cst.Lambda, params=self.parameters(n.args), body=self.expr(n.body)), self.span(n))
+        return self.at(make(cst.Lambda, params=self.parameters(n.args), body=self.expr(n.body)), self.span(n))
 
     def namedexpr(self, n: ast.NamedExpr) -> Any:
-        return self.at(_node(cst.NamedExpr, target=self.expr(n.target), value=self.expr(n.value)), self.span(n))
+        return self.at(make(cst.NamedExpr, target=self.expr(n.target), value=self.expr(n.value)), self.span(n))
 
     def await_(self, n: ast.Await) -> Any:
-        return self.at(_node(cst.Await, expression=self.expr(n.value)), self.span(n))
+        return self.at(make(cst.Await, expression=self.expr(n.value)), self.span(n))
 
     def yield_(self, n: ast.Yield | ast.YieldFrom) -> Any:
         value = self.optional(n.value)
         if isinstance(n, ast.YieldFrom):
-            value = self.at(_node(cst.From, item=value), self.ranges[value])
-        return self.at(_node(cst.Yield, value=value), self.span(n))
+            value = self.at(make(cst.From, item=value), self.ranges[value])
+        return self.at(make(cst.Yield, value=value), self.span(n))
 
 
 #: the builder of each expression node (a class-level table: bound methods kept on the builder would
