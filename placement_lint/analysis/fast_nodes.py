@@ -40,10 +40,10 @@ _MAKERS: dict[type, Callable[..., Any]] = {}
 
 
 def make(cls: type, **given: Any) -> Any:
-    make = _MAKERS.get(cls)
-    if make is None:
-        make = _MAKERS[cls] = _maker(cls)
-    return make(**given)
+    maker = _MAKERS.get(cls)
+    if maker is None:
+        maker = _MAKERS[cls] = _maker(cls)
+    return maker(**given)
 
 
 BINARY = {

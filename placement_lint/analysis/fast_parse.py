@@ -45,6 +45,11 @@ class FastModule(cst.Module):
 
     __slots__ = ("ranges", "text", "starts")
 
+    def code_for_node(self, node: cst.CSTNode) -> str:
+        """The node's text as written (LibCST's code-generates it from its lossless tree)."""
+        r, starts = self.ranges[node], self.starts
+        return self.text[starts[r[0] - 1] + r[1]:starts[r[2] - 1] + r[3]]
+
 
 _SMALL = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr, ast.Return, ast.Raise, ast.Assert, ast.Import,
           ast.ImportFrom, ast.Pass, ast.Break, ast.Continue, ast.Delete, ast.Global, ast.Nonlocal)
@@ -410,7 +415,7 @@ class _Builder:
 
     def subscript(self, n: ast.Subscript) -> Any:
         s = n.slice
-        parts = s.elts if isinstance(s, ast.Tuple) and not self.parenthesized(s) and s.elts else [s]
+        parts = s.elts if isinstance(s, ast.Tuple) and s.elts and not self.parenthesized(s, self.span(s)) else [s]
         elements = []
         for p in parts:
             if isinstance(p, ast.Slice):
@@ -431,10 +436,13 @@ class _Builder:
     def optional(self, n: ast.expr | None) -> Any:
         return self.expr(n) if n is not None else None
 
-    def parenthesized(self, n: ast.Tuple | ast.GeneratorExp) -> bool:
-        """Whether the node's own range starts and ends with a pair of parentheses (the AST's
+    def inside(self, n: ast.Tuple | ast.GeneratorExp, r: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """LibCST's range of a tuple or generator whose AST range is `r`: inside its parentheses."""
+        return (r[0], r[1] + 1, r[2], r[3] - 1) if self.parenthesized(n, r) else r
+
+    def parenthesized(self, n: ast.Tuple | ast.GeneratorExp, r: tuple[int, int, int, int]) -> bool:
+        """Whether the node's range `r` starts and ends with a pair of parentheses (the AST's
         range includes them for a tuple and a generator; LibCST's does not)."""
-        r = self.span(n)
         start, end = self.offset(*r[:2]), self.offset(*r[2:])
         text = self.text
         if text[start:start + 1] != "(" or text[end - 1:end] != ")":
@@ -546,9 +554,7 @@ class _Builder:
 
     def sequence(self, n: ast.Tuple | ast.List | ast.Set) -> Any:
         cls = cst.Tuple if isinstance(n, ast.Tuple) else cst.List if isinstance(n, ast.List) else cst.Set
-        r = self.span(n)
-        if cls is cst.Tuple and self.parenthesized(n):
-            r = (r[0], r[1] + 1, r[2], r[3] - 1)  # LibCST's range is inside the parentheses
+        r = self.inside(n, self.span(n)) if cls is cst.Tuple else self.span(n)
         return self.at(make(cls, elements=[self.element(e) for e in n.elts]), r)
 
     def dict(self, n: ast.Dict) -> Any:
@@ -572,8 +578,8 @@ class _Builder:
         if isinstance(n, ast.DictComp):
             return self.at(make(cst.DictComp, key=self.expr(n.key), value=self.expr(n.value), for_in=for_in), r)
         cls = cst.ListComp if isinstance(n, ast.ListComp) else cst.SetComp if isinstance(n, ast.SetComp) else cst.GeneratorExp
-        if cls is cst.GeneratorExp and self.parenthesized(n):
-            r = (r[0], r[1] + 1, r[2], r[3] - 1)
+        if cls is cst.GeneratorExp:
+            r = self.inside(n, r)
         return self.at(make(cls, elt=self.expr(n.elt), for_in=for_in), r)
 
     def lambda_(self, n: ast.Lambda) -> Any:

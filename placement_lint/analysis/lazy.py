@@ -18,7 +18,7 @@ from typing import Any
 
 import libcst as cst
 
-from placement_lint.analysis.positions import table
+from placement_lint.analysis.positions import has_ranges, table
 from placement_lint.analysis.scopes import Scope
 from placement_lint.analysis.values import V
 
@@ -76,7 +76,7 @@ class LazyMixin:
             return  # a nested function of the block is still to come
         start, module, members = self.blocks[i]
         # ("free": only a tree that has them, analysis/fast_parse.py; the facts then say which are missing)
-        wanted = i in self.needed and self.positions != "none" and (self.positions != "free" or hasattr(module, "ranges"))
+        wanted = i in self.needed and self.positions != "none" and (self.positions != "free" or has_ranges(module))
         ranges = table(module) if wanted else None
         # every record of one of its nodes now holds a Placed: nothing keeps the tree alive
         for where in self.wanted.pop(i, ()):

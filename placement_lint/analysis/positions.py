@@ -82,16 +82,14 @@ class _Syntactic:
 
 def table(module: cst.Module) -> dict[cst.CSTNode, tuple[int, int, int, int]]:
     """Every node of `module` with its (start line, start column, end line, end column)."""
-    ranges = getattr(module, "ranges", None)
-    if ranges is not None:
-        return ranges  # built with the tree (analysis/fast_parse.py)
+    if has_ranges(module):
+        return module.ranges  # built with the tree (analysis/fast_parse.py)
     state = _State(module)
     module._codegen(state)
     return state.ranges
 
 
-def source_of(module: Any, node: cst.CSTNode) -> str:
-    """The text of `node` in a tree the fast front end built (analysis/fast_parse.py): the
-    source as written, as `module.code_for_node` gives it for LibCST's lossless tree."""
-    r, starts = module.ranges[node], module.starts
-    return module.text[starts[r[0] - 1] + r[1]:starts[r[2] - 1] + r[3]]
+def has_ranges(module: Any) -> bool:
+    """Whether a tree came with every node's range (the fast front end's, analysis/fast_parse.py):
+    its positions cost nothing, where LibCST's cost a code-generating pass."""
+    return getattr(module, "ranges", None) is not None

@@ -9,7 +9,7 @@ import libcst as cst
 
 from placement_lint import api
 from placement_lint.analysis.lazy import Placed
-from placement_lint.analysis.positions import source_of, table
+from placement_lint.analysis.positions import has_ranges, table
 from placement_lint.analysis.scopes import Scope
 from placement_lint.analysis.syntax import dotted, is_data_parallel_name, kwarg
 from placement_lint.analysis.values import ANY, V, placements_of
@@ -127,8 +127,7 @@ class SitesMixin:
         for n in nodes:
             if n is None:
                 continue
-            text = getattr(self.module, "text", None)
-            if is_data_parallel_name(self.module.code_for_node(n) if text is None else source_of(self.module, n)):
+            if is_data_parallel_name(self.module.code_for_node(n)):
                 return "data"
         return "call"
 
@@ -251,10 +250,11 @@ class SitesMixin:
                 assert node.range is not None, "a position the lazy analysis did not expect to be asked"
                 fill(node.range, self.blocks[b][0] - 1, 0)
                 return
-            if free and not hasattr(self.blocks[b][1], "ranges"):
+            ranged = has_ranges(self.blocks[b][1])
+            if free and not ranged:
                 missing.append(b)
                 return
-            if unit is not None and not hasattr(self.blocks[b][1], "ranges"):
+            if unit is not None and not ranged:
                 # one method, code-generated on its own: dedented by its class indent, and its
                 # leading blank/comment lines come first (a tree from the fast front end has
                 # every node's range in the block already: analysis/fast_parse.py)
